@@ -1,0 +1,85 @@
+/**
+ * The provider boundary. Adapters translate this to their upstream's wire format; no SDK type
+ * crosses it. Images travel as bytes: the worker reads them from S3 for every attempt, so a retry
+ * always re-sends the full upload.
+ */
+export type ImageFormat = 'png' | 'jpeg' | 'webp';
+
+export interface InputImage {
+  data: Buffer;
+  /** real format, as detected from the bytes */
+  format: ImageFormat;
+  filename: string;
+  width: number;
+  height: number;
+}
+
+export interface ProviderEditRequest {
+  /** the upstream model name (or Azure deployment's model) */
+  model: string;
+  prompt: string;
+  /** the first image is the canvas */
+  images: InputImage[];
+  mask?: InputImage;
+  n: number;
+  /** as the client asked (e.g. "1024x1024", "auto"); undefined: the provider's default */
+  size?: string;
+  quality?: string;
+  background?: string;
+  outputFormat?: ImageFormat;
+  outputCompression?: number;
+  inputFidelity?: string;
+  user?: string;
+}
+
+export interface OutputImage {
+  data: Buffer;
+  format: ImageFormat;
+  /** the provider's own revised prompt, when it gives one */
+  revisedPrompt?: string;
+}
+
+export interface ProviderUsage {
+  inputTokens?: number;
+  outputTokens?: number;
+  totalTokens?: number;
+  imageTokens?: number;
+  textTokens?: number;
+}
+
+export interface ProviderEditResult {
+  images: OutputImage[];
+  usage?: ProviderUsage;
+}
+
+export interface EditProvider {
+  /** stable provider id: "local", "openai", "azure-openai", ... */
+  readonly id: string;
+  edit(request: ProviderEditRequest, options?: { signal?: AbortSignal }): Promise<ProviderEditResult>;
+}
+
+/**
+ * A failure reported by (or on the way to) a provider. `retryable` decides whether the worker tries
+ * again; `code` ends up in the job's OpenAI-shaped error.
+ */
+export class ProviderError extends Error {
+  readonly provider: string;
+  readonly status: number | null;
+  readonly code: string;
+  readonly retryable: boolean;
+  readonly retryAfterMs: number | null;
+
+  constructor(
+    provider: string,
+    message: string,
+    opts: { status?: number | null; code: string; retryable: boolean; retryAfterMs?: number | null },
+  ) {
+    super(message);
+    this.name = 'ProviderError';
+    this.provider = provider;
+    this.status = opts.status ?? null;
+    this.code = opts.code;
+    this.retryable = opts.retryable;
+    this.retryAfterMs = opts.retryAfterMs ?? null;
+  }
+}
