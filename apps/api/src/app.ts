@@ -1,0 +1,45 @@
+import { randomUUID } from 'node:crypto';
+import express from 'express';
+import { pinoHttp } from 'pino-http';
+import type { ApiDeps } from './deps';
+import { createMetrics } from './metrics';
+import { requireApiKey } from './middleware/auth';
+import { errorHandler, notFoundHandler } from './middleware/errors';
+import { editsRouter } from './routes/edits';
+import { healthRouter } from './routes/health';
+import { jobsRouter } from './routes/jobs';
+import { modelsRouter } from './routes/models';
+
+/** The HTTP surface: thin routes over the use cases; errors end in one middleware. */
+export function createApp(deps: ApiDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', true);
+  const metrics = createMetrics();
+
+  app.use(
+    pinoHttp({
+      logger: deps.logger,
+      genReqId: (req, res) => {
+        const id = `req_${randomUUID().replaceAll('-', '')}`;
+        res.setHeader('x-request-id', id);
+        return id;
+      },
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' },
+      redact: ['req.headers.authorization', 'req.headers["api-key"]', 'req.headers.cookie'],
+    }),
+  );
+  app.use(metrics.middleware);
+  app.use(healthRouter(deps));
+  app.use(metrics.router);
+
+  app.use('/v1', requireApiKey(deps));
+  app.use(express.json({ limit: '1mb' }));
+  app.use(editsRouter(deps));
+  app.use(jobsRouter(deps));
+  app.use(modelsRouter(deps));
+
+  app.use(notFoundHandler);
+  app.use(errorHandler);
+  return app;
+}

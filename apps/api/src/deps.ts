@@ -1,0 +1,19 @@
+import type { ModelRoute, ServiceConfig } from '@image-edits/core';
+import type { Db } from '@image-edits/db';
+import type { EditQueue, JobEventHub } from '@image-edits/queue';
+import type { ObjectStore } from '@image-edits/storage';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+
+/** Everything a route or use case may touch, built once per process in server.ts. */
+export interface ApiDeps {
+  config: ServiceConfig;
+  db: Db;
+  store: ObjectStore;
+  queue: EditQueue;
+  hub: JobEventHub;
+  redis: Redis;
+  routes: Map<string, ModelRoute>;
+  logger: Logger;
+  uploadDir: string;
+}

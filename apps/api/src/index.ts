@@ -1,0 +1,2 @@
+export { startApi, type RunningApi } from './server';
+export { createApp } from './app';

@@ -1,0 +1,61 @@
+import { isFinal, type JobStatus } from '@image-edits/core';
+import type { JobRecord } from '@image-edits/db';
+import type { ObjectStore } from '@image-edits/storage';
+
+type ImageDatum = { url: string; revised_prompt?: string } | { b64_json: string; revised_prompt?: string };
+
+/**
+ * OpenAI's image response `{created, data, ...}` for a succeeded job. URLs are presigned afresh on
+ * every call, so a client always gets a link valid for the full TTL.
+ */
+export async function editResponse(job: JobRecord, store: ObjectStore, ttlSeconds: number): Promise<Record<string, unknown>> {
+  const outputs = job.outputs ?? [];
+  const data: ImageDatum[] = await Promise.all(
+    outputs.map(async (o) => {
+      const revised = o.revisedPrompt ? { revised_prompt: o.revisedPrompt } : {};
+      return job.params.response_format === 'b64_json'
+        ? { b64_json: (await store.getBuffer(o.key)).toString('base64'), ...revised }
+        : { url: await store.presignGet(o.key, ttlSeconds), ...revised };
+    }),
+  );
+  const created = Math.floor((job.completedAt ?? job.createdAt).getTime() / 1000);
+  const body: Record<string, unknown> = { created, data };
+  if (job.model.includes('gpt-image')) {
+    const first = outputs[0];
+    body.background = job.params.background ?? 'auto';
+    body.output_format = job.params.output_format ?? 'png';
+    body.quality = job.params.quality ?? 'auto';
+    body.size = first ? `${first.width}x${first.height}` : (job.params.size ?? 'auto');
+  }
+  const usage = job.usage;
+  if (usage && (usage.inputTokens !== null || usage.outputTokens !== null)) {
+    const input = usage.inputTokens ?? 0;
+    const output = usage.outputTokens ?? 0;
+    body.usage = { input_tokens: input, output_tokens: output, total_tokens: input + output };
+  }
+  return body;
+}
+
+/** The job object of design.md §3. */
+export async function jobObject(job: JobRecord, store: ObjectStore, ttlSeconds: number): Promise<Record<string, unknown>> {
+  const seconds = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
+  const { status: _internal, ...error } = job.error ?? { status: undefined };
+  return {
+    id: job.id,
+    object: 'image.edit.job',
+    status: job.status,
+    model: job.model,
+    provider: job.provider,
+    created_at: seconds(job.createdAt),
+    started_at: seconds(job.startedAt),
+    completed_at: seconds(job.completedAt),
+    attempts: job.attempts,
+    result: job.status === 'succeeded' ? await editResponse(job, store, ttlSeconds) : null,
+    error: job.status === 'succeeded' || !job.error ? null : error,
+    usage: job.usage ? { images: job.usage.images, input_tokens: job.usage.inputTokens, output_tokens: job.usage.outputTokens } : null,
+    metadata: job.metadata,
+    urls: { get: `/v1/jobs/${job.id}` },
+  };
+}
+
+export const FINAL = (status: JobStatus) => isFinal(status);

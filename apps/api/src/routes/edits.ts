@@ -1,0 +1,66 @@
+import { Router } from 'express';
+import { ServiceError } from '@image-edits/core';
+import type { ApiDeps } from '../deps';
+import { apiKeyId } from '../middleware/auth';
+import { editResponse, jobObject } from '../presenters';
+import { multipartUpload, uploadedFiles } from '../uploads';
+import { submitEdit } from '../use-cases/submit-edit';
+import { waitForJob } from '../use-cases/wait-for-job';
+
+/**
+ * POST /v1/images/edits. Without `Prefer: respond-async` the request waits for its job and answers in
+ * OpenAI's shape, so the OpenAI SDKs work unchanged; with it, 202 + Location + the job object.
+ */
+export function editsRouter(deps: ApiDeps): Router {
+  const router = Router();
+  router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), async (req, res) => {
+    const job = await submitEdit(deps, { apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req) });
+    const location = `/v1/jobs/${job.id}`;
+    res.set('x-job-id', job.id);
+    if (prefersAsync(req.get('prefer'))) {
+      res.status(202).location(location).json(await jobObject(job, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS));
+      return;
+    }
+
+    // The job goes on if the client disconnects; only the waiting stops.
+    const gone = new AbortController();
+    res.on('close', () => gone.abort());
+    const done = await waitForJob(deps, job.id, deps.config.env.SYNC_TIMEOUT_SECONDS * 1000, gone.signal);
+    if (gone.signal.aborted) return;
+    if (!done || done.status === 'queued' || done.status === 'in_progress') {
+      // x-should-retry: false keeps the OpenAI SDKs from submitting the same edit again
+      res.set('x-should-retry', 'false').location(location);
+      res.status(504).json({
+        error: { message: `The edit is still running as job ${job.id}; fetch GET ${location} for its result`, type: 'server_error', param: null, code: 'sync_wait_timeout' },
+      });
+      return;
+    }
+    if (done.status === 'succeeded') {
+      res.json(await editResponse(done, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS));
+      return;
+    }
+    const status = done.error?.status ?? (done.status === 'canceled' ? 409 : 500);
+    const { status: _s, ...error } = done.error ?? { message: `job ${done.status}`, type: 'server_error', code: `job_${done.status}` };
+    res.set('x-should-retry', status >= 500 ? 'true' : 'false').status(status).json({ error: { param: null, ...error } });
+  });
+  return router;
+}
+
+const requireMultipart: import('express').RequestHandler = (req, _res, next) => {
+  if (req.is('multipart/form-data')) return next();
+  next(
+    new ServiceError(415, 'invalid_request_error', `Content-Type must be multipart/form-data with the image file(s) and fields; got '${req.get('content-type') ?? 'none'}'`, {
+      code: 'unsupported_media_type',
+    }),
+  );
+};
+
+/** RFC 7240: `Prefer: respond-async` (possibly among other preferences). */
+export function prefersAsync(prefer: string | undefined): boolean {
+  if (!prefer) return false;
+  return prefer
+    .split(',')
+    .map((p) => p.trim().split(';')[0]!.trim().toLowerCase())
+    .includes('respond-async');
+}
+

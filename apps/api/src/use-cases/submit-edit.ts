@@ -1,0 +1,100 @@
+import { createReadStream } from 'node:fs';
+import sharp from 'sharp';
+import {
+  checkEditParams,
+  checkImages,
+  type ImageFacts,
+  invalidRequest,
+  type JobInputs,
+  needsTransparencyCheck,
+  newId,
+  noTransparencyError,
+  parseEditFields,
+  resolveModel,
+  type StoredImage,
+} from '@image-edits/core';
+import { insertJob, type JobRecord } from '@image-edits/db';
+import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey } from '@image-edits/storage';
+import type { ApiDeps } from '../deps';
+import { isImageField, type UploadedFile } from '../uploads';
+
+export interface SubmitEditInput {
+  apiKeyId: string;
+  fields: Record<string, unknown>;
+  files: UploadedFile[];
+}
+
+/**
+ * Validates an edit on its real bytes, stores the inputs, records the job (`queued`) and enqueues
+ * it. Nothing is stored or enqueued for a rejected request: every check runs before the first write.
+ */
+export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 'routes' | 'config' | 'logger'>, input: SubmitEditInput): Promise<JobRecord> {
+  const fields = parseEditFields(input.fields);
+  const route = resolveModel(deps.routes, fields.model ?? deps.config.env.DEFAULT_MODEL);
+  const params = checkEditParams(route.id, route.capabilities, fields);
+
+  const imageFiles = input.files.filter((f) => isImageField(f.field)).sort(byImageIndex);
+  const maskFiles = input.files.filter((f) => f.field === 'mask');
+  if (maskFiles.length > 1) throw invalidRequest('send at most one mask', 'mask');
+  const maxPixels = deps.config.env.MAX_INPUT_PIXELS;
+  const images = await Promise.all(imageFiles.map((f) => readFacts(f)));
+  const mask = maskFiles[0] ? await readFacts(maskFiles[0]) : undefined;
+  checkImages(route.id, route.capabilities, images, mask, maxPixels);
+  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(imageFiles[0]!.path, maxPixels))) {
+    throw noTransparencyError();
+  }
+
+  const jobId = newId('job');
+  const stored: JobInputs = {
+    images: await Promise.all(images.map((facts, i) => storeInput(deps, imageFiles[i]!, facts, inputImageKey(jobId, i, extensionFor(facts.format!))))),
+  };
+  if (mask && maskFiles[0]) stored.mask = await storeInput(deps, maskFiles[0], mask, inputMaskKey(jobId));
+
+  const job = await insertJob(deps.db, {
+    id: jobId,
+    apiKeyId: input.apiKeyId,
+    model: route.id,
+    provider: route.provider,
+    params,
+    inputs: stored,
+    ...(params.user ? { endUser: params.user } : {}),
+  });
+  try {
+    await deps.queue.enqueue({ jobId });
+  } catch (err) {
+    // The row is the source of truth: the worker's reconciler enqueues queued jobs Redis does not know.
+    deps.logger.warn({ err, jobId }, 'enqueue failed; the reconciler will enqueue the job');
+  }
+  return job;
+}
+
+/** `image[2]` sorts after `image[1]`; plain `image` / `image[]` parts keep the order they came in. */
+function byImageIndex(a: UploadedFile, b: UploadedFile): number {
+  const idx = (f: UploadedFile) => Number(/^image\[(\d+)\]$/.exec(f.field)?.[1] ?? -1);
+  return idx(a) - idx(b);
+}
+
+async function readFacts(file: UploadedFile): Promise<ImageFacts> {
+  try {
+    // metadata reads the header only: no pixels are decoded, so a decompression bomb costs nothing here
+    const meta = await sharp(file.path).metadata();
+    const format: string | undefined = meta.format;
+    return { field: file.field, format, width: meta.width ?? 0, height: meta.height ?? 0, bytes: file.size, hasAlpha: meta.hasAlpha ?? false };
+  } catch {
+    return { field: file.field, format: undefined, width: 0, height: 0, bytes: file.size, hasAlpha: false };
+  }
+}
+
+async function hasTransparentPixel(path: string, maxPixels: number): Promise<boolean> {
+  const img = sharp(path, { limitInputPixels: maxPixels });
+  const meta = await img.metadata();
+  if (!meta.hasAlpha) return false;
+  const stats = await img.stats();
+  return (stats.channels[3]?.min ?? 255) === 0;
+}
+
+async function storeInput(deps: Pick<ApiDeps, 'store'>, file: UploadedFile, facts: ImageFacts, key: string): Promise<StoredImage> {
+  const format = facts.format as StoredImage['format'];
+  await deps.store.put(key, createReadStream(file.path), { contentType: CONTENT_TYPES[format] ?? 'application/octet-stream', contentLength: file.size });
+  return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
+}

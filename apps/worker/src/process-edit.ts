@@ -1,0 +1,120 @@
+import type { JobError } from '@image-edits/core';
+import { getJob, markFailed, markStarted, markSucceeded, recordAttemptError, type Db } from '@image-edits/db';
+import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
+import { type EditJobContext, permanent, publishJobEvent } from '@image-edits/queue';
+import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey } from '@image-edits/storage';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import sharp from 'sharp';
+
+export interface WorkerDeps {
+  db: Db;
+  store: ObjectStore;
+  redis: Redis;
+  prefix: string;
+  providers: Map<string, EditProvider>;
+  /** upstream model (or Azure deployment) per public model id */
+  upstreamModel: (publicModel: string) => string | undefined;
+  logger: Logger;
+}
+
+/**
+ * One attempt at one edit job. Postgres decides whether it may run; outputs go to deterministic keys
+ * and success is one conditional transaction, so a crashed-and-restarted attempt finishes the job
+ * once: one set of outputs, one usage row.
+ */
+export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void> {
+  const { jobId } = ctx.payload;
+  const log = deps.logger.child({ jobId, attempt: ctx.attempt });
+  const job = await markStarted(deps.db, jobId);
+  if (!job) {
+    const current = await getJob(deps.db, jobId);
+    log.info({ status: current?.status ?? 'missing' }, 'job not runnable; skipped');
+    return;
+  }
+  await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' });
+
+  const provider = deps.providers.get(job.provider);
+  const upstream = deps.upstreamModel(job.model);
+  if (!provider || !upstream) {
+    await fail(deps, jobId, { message: `model '${job.model}' is no longer configured on this worker`, type: 'server_error', code: 'provider_not_configured', status: 500 });
+    throw permanent(`provider ${job.provider} not configured`);
+  }
+
+  try {
+    // inputs are re-read from S3 on every attempt: a retry always re-sends the full upload
+    const images = await Promise.all(job.inputs.images.map((img) => loadImage(deps.store, img)));
+    const mask = job.inputs.mask ? await loadImage(deps.store, job.inputs.mask) : undefined;
+    const p = job.params;
+    const request: ProviderEditRequest = {
+      model: upstream,
+      prompt: p.prompt,
+      images,
+      ...(mask ? { mask } : {}),
+      n: p.n,
+      ...(p.size !== undefined ? { size: p.size } : {}),
+      ...(p.quality !== undefined ? { quality: p.quality } : {}),
+      ...(p.background !== undefined ? { background: p.background } : {}),
+      ...(p.output_format !== undefined ? { outputFormat: p.output_format } : {}),
+      ...(p.output_compression !== undefined ? { outputCompression: p.output_compression } : {}),
+      ...(p.input_fidelity !== undefined ? { inputFidelity: p.input_fidelity } : {}),
+      ...(p.user !== undefined ? { user: p.user } : {}),
+    };
+    const started = Date.now();
+    const result = await provider.edit(request, { signal: ctx.signal });
+    const outputs = await Promise.all(
+      result.images.map(async (img, i) => {
+        const key = outputKey(jobId, i, extensionFor(img.format));
+        const meta = await sharp(img.data).metadata();
+        await deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length });
+        return { key, format: img.format, bytes: img.data.length, width: meta.width ?? 0, height: meta.height ?? 0, ...(img.revisedPrompt ? { revisedPrompt: img.revisedPrompt } : {}) };
+      }),
+    );
+    const won = await markSucceeded(deps.db, jobId, {
+      outputs,
+      usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens },
+    });
+    log.info({ provider: job.provider, model: job.model, images: outputs.length, ms: Date.now() - started, recorded: won }, 'edit finished');
+    if (won) await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'succeeded' });
+  } catch (err) {
+    const error = toJobError(err);
+    const retry = isRetryable(err) && !ctx.isLastAttempt;
+    if (retry) {
+      log.warn({ code: error.code, message: error.message }, 'attempt failed; will retry');
+      await recordAttemptError(deps.db, jobId, error);
+      throw err;
+    }
+    log.warn({ code: error.code, message: error.message }, 'job failed');
+    await fail(deps, jobId, error);
+    throw permanent(error.message);
+  }
+}
+
+async function fail(deps: WorkerDeps, jobId: string, error: JobError): Promise<void> {
+  if (await markFailed(deps.db, jobId, error)) await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'failed' });
+}
+
+async function loadImage(store: ObjectStore, img: { key: string; format: InputImage['format']; width: number; height: number; filename?: string }): Promise<InputImage> {
+  const data = await store.getBuffer(img.key);
+  return { data, format: img.format, width: img.width, height: img.height, filename: img.filename ?? img.key.split('/').pop()! };
+}
+
+function isRetryable(err: unknown): boolean {
+  if (err instanceof ProviderError) return err.retryable;
+  // our own infrastructure (S3, Postgres) failing mid-attempt is worth another try
+  return true;
+}
+
+/** Provider failures keep their code; 4xx from the provider are the client's to fix (400), the rest are 502. */
+function toJobError(err: unknown): JobError {
+  if (err instanceof ProviderError) {
+    const clientFault = err.status !== null && err.status >= 400 && err.status < 500 && !err.retryable && err.code !== 'provider_auth_failed';
+    return {
+      message: err.message,
+      type: clientFault ? 'invalid_request_error' : 'provider_error',
+      code: err.code,
+      status: clientFault ? 400 : err.code === 'invalid_image' ? 400 : 502,
+    };
+  }
+  return { message: 'The edit failed because of an internal error; it was retried and may be submitted again', type: 'server_error', code: 'internal_error', status: 500 };
+}

@@ -1,0 +1,35 @@
+import { findStaleUnfinished, touchJob, type Db } from '@image-edits/db';
+import type { EditQueue } from '@image-edits/queue';
+import type { Logger } from 'pino';
+
+/**
+ * Postgres is the source of truth: a job it holds as queued or in progress that BullMQ no longer
+ * has (Redis restarted without persistence, an enqueue that failed after the insert) is enqueued
+ * again. Safe with many workers: the BullMQ job id is the row id, so duplicates collapse.
+ */
+export async function reconcileOnce(deps: { db: Db; queue: EditQueue; logger: Logger }, graceMs: number, batch = 500): Promise<number> {
+  const stale = await findStaleUnfinished(deps.db, new Date(Date.now() - graceMs), batch);
+  let requeued = 0;
+  for (const job of stale) {
+    if (await deps.queue.has(job.id)) continue;
+    await deps.queue.requeue({ jobId: job.id });
+    await touchJob(deps.db, job.id);
+    requeued++;
+    deps.logger.warn({ jobId: job.id, status: job.status }, 'job missing from the queue; enqueued again');
+  }
+  return requeued;
+}
+
+export function startReconciler(deps: { db: Db; queue: EditQueue; logger: Logger }, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
+  let running: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    running = reconcileOnce(deps, graceMs).catch((err: unknown) => deps.logger.error({ err }, 'reconcile failed; will try again'));
+  }, intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}

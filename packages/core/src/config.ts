@@ -1,0 +1,87 @@
+import { z } from 'zod';
+
+/**
+ * The service's configuration, parsed once at startup from an environment object (only the apps'
+ * entry points pass `process.env` in). A bad value stops the process with a message naming it.
+ */
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const optionalString = z.string().trim().optional().transform((v) => (v ? v : undefined));
+
+export const envSchema = z.object({
+  PORT: int(8080, 0),
+  HOST: z.string().default('0.0.0.0'),
+  PUBLIC_URL: optionalString,
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DATABASE_URL: z.string().url().default('postgresql://postgres@127.0.0.1:5432/image_edits'),
+  DATABASE_POOL_SIZE: int(10, 1),
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  QUEUE_PREFIX: z.string().min(1).default('image-edits'),
+  AWS_ENDPOINT_URL_S3: optionalString,
+  AWS_REGION: z.string().default('us-east-1'),
+  AWS_ACCESS_KEY_ID: optionalString,
+  AWS_SECRET_ACCESS_KEY: optionalString,
+  S3_BUCKET: z.string().min(3).default('image-edits'),
+  S3_FORCE_PATH_STYLE: bool.optional(),
+  LOCAL_S3_DIR: z.string().default('.data/s3'),
+  LOCAL_S3_PORT: int(0, 0),
+  SIGNED_URL_TTL_SECONDS: int(3600, 1).refine((v) => v <= 7 * 24 * 3600, 'SIGNED_URL_TTL_SECONDS must be at most 604800 (S3 limit)'),
+  DEFAULT_MODEL: z.string().default('local-inpaint'),
+  SYNC_TIMEOUT_SECONDS: int(600, 1),
+  MAX_INPUT_PIXELS: int(48_000_000, 1),
+  UPLOAD_DIR: optionalString,
+  OPENAI_API_KEY: optionalString,
+  OPENAI_BASE_URL: optionalString,
+  AZURE_OPENAI_ENDPOINT: optionalString,
+  AZURE_OPENAI_API_KEY: optionalString,
+  OPENAI_API_VERSION: z.string().default('2025-04-01-preview'),
+  /** model=deployment pairs, comma separated: "gpt-image-1=my-gpt-image,dall-e-2=dalle" */
+  AZURE_OPENAI_DEPLOYMENTS: z.string().default(''),
+  PROVIDER_TIMEOUT_MS: int(600_000, 1000),
+  WORKER_CONCURRENCY: int(8, 1),
+  JOB_ATTEMPTS: int(3, 1),
+  JOB_BACKOFF_MS: int(2000, 0),
+  WORKER_LOCK_DURATION_MS: int(30_000, 1000),
+  WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
+  RECONCILE_INTERVAL_MS: int(60_000, 100),
+  RECONCILE_GRACE_MS: int(60_000, 0),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export interface ServiceConfig {
+  env: Env;
+  s3: { endpoint?: string; region: string; bucket: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle: boolean };
+  azureDeployments: Record<string, string>;
+}
+
+export class ConfigError extends Error {}
+
+export function parseConfig(source: Record<string, string | undefined>): ServiceConfig {
+  const result = envSchema.safeParse(source);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const env = result.data;
+  const azureDeployments: Record<string, string> = {};
+  for (const pair of env.AZURE_OPENAI_DEPLOYMENTS.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const [model, deployment] = pair.split('=').map((s) => s.trim());
+    if (!model || !deployment) throw new ConfigError(`invalid configuration:\n  AZURE_OPENAI_DEPLOYMENTS: '${pair}' is not model=deployment`);
+    azureDeployments[model] = deployment;
+  }
+  if (env.AZURE_OPENAI_ENDPOINT && !env.AZURE_OPENAI_API_KEY) throw new ConfigError('invalid configuration:\n  AZURE_OPENAI_API_KEY is required with AZURE_OPENAI_ENDPOINT');
+  return {
+    env,
+    azureDeployments,
+    s3: {
+      ...(env.AWS_ENDPOINT_URL_S3 ? { endpoint: env.AWS_ENDPOINT_URL_S3 } : {}),
+      region: env.AWS_REGION,
+      bucket: env.S3_BUCKET,
+      ...(env.AWS_ACCESS_KEY_ID ? { accessKeyId: env.AWS_ACCESS_KEY_ID } : {}),
+      ...(env.AWS_SECRET_ACCESS_KEY ? { secretAccessKey: env.AWS_SECRET_ACCESS_KEY } : {}),
+      // custom endpoints (MinIO, s3rver) want path-style URLs; AWS itself does not
+      forcePathStyle: env.S3_FORCE_PATH_STYLE ?? !!env.AWS_ENDPOINT_URL_S3,
+    },
+  };
+}

@@ -1,0 +1,173 @@
+import { z } from 'zod';
+import { invalidRequest, type ServiceError, tooLarge } from './errors';
+import type { ImageFormat, ModelCapabilities } from './models';
+
+/**
+ * The text fields of an edit request, as multipart sends them (everything is a string) or as JSON
+ * (numbers may be numbers). Per-model rules come after, in checkEditParams.
+ */
+const intField = (name: string, min: number, max: number) =>
+  z.union([z.number(), z.string().trim().regex(/^-?\d+$/, `${name} must be an integer`)])
+    .transform((v) => Number(v))
+    .refine((v) => Number.isInteger(v) && v >= min && v <= max, `${name} must be an integer from ${min} to ${max}`);
+
+const oneOf = (name: string, values: readonly string[]) =>
+  z.string().refine((v) => values.includes(v), `${name} must be one of ${values.map((v) => `'${v}'`).join(', ')}`);
+
+export const editFieldsSchema = z.object({
+  prompt: z.string({ error: 'prompt is required' }).refine((p) => p.trim().length > 0, 'prompt must not be empty'),
+  model: z.string().trim().min(1, 'model must not be empty').optional(),
+  n: intField('n', 1, 10).optional(),
+  size: z.string().trim().optional(),
+  response_format: oneOf('response_format', ['url', 'b64_json']).optional(),
+  user: z.string().max(256, 'user must be at most 256 characters').optional(),
+  background: oneOf('background', ['transparent', 'opaque', 'auto']).optional(),
+  quality: oneOf('quality', ['standard', 'low', 'medium', 'high', 'auto', 'hd']).optional(),
+  output_format: oneOf('output_format', ['png', 'jpeg', 'webp']).optional(),
+  output_compression: intField('output_compression', 0, 100).optional(),
+  input_fidelity: oneOf('input_fidelity', ['high', 'low']).optional(),
+  stream: z.union([z.boolean(), z.enum(['true', 'false'])]).optional(),
+  partial_images: intField('partial_images', 0, 3).optional(),
+});
+
+export type EditFields = z.infer<typeof editFieldsSchema>;
+
+/** The validated parameters stored on the job and handed to the provider. */
+export interface EditParams {
+  prompt: string;
+  n: number;
+  size?: string;
+  response_format: 'url' | 'b64_json';
+  user?: string;
+  background?: string;
+  quality?: string;
+  output_format?: ImageFormat;
+  output_compression?: number;
+  input_fidelity?: string;
+}
+
+/** Multipart repeats a field as an array; a text field must appear once. */
+export function parseEditFields(raw: Record<string, unknown>): EditFields {
+  const flat: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    if (Array.isArray(value)) {
+      if (value.length !== 1) throw invalidRequest(`${key} must be given once`, key);
+      flat[key] = value[0];
+    } else {
+      flat[key] = value;
+    }
+  }
+  const result = editFieldsSchema.safeParse(flat);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const param = String(issue.path[0] ?? '') || null;
+    const message = issue.code === 'invalid_type' && issue.input === undefined ? `${param} is required` : issue.message;
+    throw invalidRequest(message, param);
+  }
+  return result.data;
+}
+
+/** Per-model rules for the text fields: every parameter the model cannot honour is a 400 naming it. */
+export function checkEditParams(model: string, caps: ModelCapabilities, f: EditFields): EditParams {
+  const unsupported = (param: string, value: unknown, allowed: readonly string[]): ServiceError =>
+    invalidRequest(
+      allowed.length === 0
+        ? `${param} is not supported by model '${model}'`
+        : `${param} '${String(value)}' is not supported by model '${model}'; supported: ${allowed.join(', ')}`,
+      param,
+      'unsupported_parameter',
+    );
+
+  if (f.stream === true || f.stream === 'true') throw invalidRequest('stream is not supported; use Prefer: respond-async and poll the job, or wait for the response', 'stream', 'unsupported_parameter');
+  if (f.partial_images !== undefined && f.partial_images > 0) throw invalidRequest('partial_images requires stream, which is not supported', 'partial_images', 'unsupported_parameter');
+  if (f.prompt.length > caps.maxPromptChars) {
+    throw invalidRequest(`prompt is ${f.prompt.length} characters; model '${model}' accepts at most ${caps.maxPromptChars}`, 'prompt', 'string_above_max_length');
+  }
+  if (f.size !== undefined && !caps.sizes.includes(f.size)) throw unsupported('size', f.size, caps.sizes);
+  if (f.quality !== undefined && !caps.qualities.includes(f.quality)) throw unsupported('quality', f.quality, caps.qualities);
+  if (f.background !== undefined && !caps.backgrounds.includes(f.background)) throw unsupported('background', f.background, caps.backgrounds);
+  if (f.output_format !== undefined && !caps.outputFormats.includes(f.output_format as ImageFormat)) {
+    throw unsupported('output_format', f.output_format, caps.outputFormats);
+  }
+  if (f.output_compression !== undefined) {
+    if (!caps.supportsOutputCompression) throw unsupported('output_compression', f.output_compression, []);
+    if ((f.output_format ?? 'png') === 'png') throw invalidRequest('output_compression applies only to output_format jpeg or webp', 'output_compression', 'unsupported_parameter');
+  }
+  if (f.input_fidelity !== undefined && !caps.inputFidelities.includes(f.input_fidelity)) {
+    throw unsupported('input_fidelity', f.input_fidelity, caps.inputFidelities);
+  }
+  if (f.background === 'transparent' && f.output_format === 'jpeg') {
+    throw invalidRequest("background 'transparent' needs output_format png or webp", 'background', 'unsupported_parameter');
+  }
+
+  const params: EditParams = { prompt: f.prompt, n: f.n ?? 1, response_format: (f.response_format ?? 'url') as EditParams['response_format'] };
+  if (f.size !== undefined) params.size = f.size;
+  if (f.user !== undefined) params.user = f.user;
+  if (f.background !== undefined) params.background = f.background;
+  if (f.quality !== undefined) params.quality = f.quality;
+  if (f.output_format !== undefined) params.output_format = f.output_format as ImageFormat;
+  if (f.output_compression !== undefined) params.output_compression = f.output_compression;
+  if (f.input_fidelity !== undefined) params.input_fidelity = f.input_fidelity;
+  return params;
+}
+
+/** What the API learned about one uploaded image from its real bytes (sharp), before decoding pixels. */
+export interface ImageFacts {
+  /** the form field it came in ("image", "image[]", "mask") */
+  field: string;
+  /** detected format; undefined when the bytes are not an image sharp understands */
+  format: string | undefined;
+  width: number;
+  height: number;
+  bytes: number;
+  hasAlpha: boolean;
+}
+
+/** Generous default against decompression bombs: 48 megapixels per input image. */
+export const DEFAULT_MAX_INPUT_PIXELS = 48_000_000;
+
+/**
+ * Rules that need only the header facts: count, real format, byte and pixel limits, squareness,
+ * mask size. Transparency (which needs pixels) is checked by the caller with `needsTransparencyCheck`.
+ */
+export function checkImages(model: string, caps: ModelCapabilities, images: ImageFacts[], mask: ImageFacts | undefined, maxPixels = DEFAULT_MAX_INPUT_PIXELS): void {
+  if (images.length === 0) throw invalidRequest('image is required: send one or more image files', 'image');
+  if (images.length > caps.maxImages) {
+    throw invalidRequest(`model '${model}' accepts at most ${caps.maxImages} image${caps.maxImages === 1 ? '' : 's'}; got ${images.length}`, 'image');
+  }
+  const mb = (b: number) => `${Math.round((b / 1024 / 1024) * 10) / 10} MB`;
+  for (const img of images) {
+    const param = img.field;
+    if (img.format === undefined || !(caps.imageFormats as string[]).includes(img.format)) {
+      const got = img.format === undefined ? 'not a readable image' : `a ${img.format.toUpperCase()} image`;
+      throw invalidRequest(`image must be ${caps.imageFormats.map((f) => f.toUpperCase()).join(', ')} for model '${model}'; the uploaded file is ${got}`, param, 'invalid_image_format');
+    }
+    if (img.bytes > caps.maxImageBytes) throw tooLarge(`image is ${mb(img.bytes)}; model '${model}' accepts at most ${mb(caps.maxImageBytes)} per image`, param);
+    if (img.width * img.height > maxPixels) {
+      throw invalidRequest(`image is ${img.width}x${img.height}; at most ${maxPixels} pixels are accepted`, param, 'image_too_many_pixels');
+    }
+    if (caps.requiresSquare && img.width !== img.height) {
+      throw invalidRequest(`image must be square for model '${model}'; got ${img.width}x${img.height}`, param, 'invalid_image_dimensions');
+    }
+  }
+  if (mask) {
+    if (mask.format !== 'png') {
+      throw invalidRequest(`mask must be a PNG image; the uploaded file is ${mask.format === undefined ? 'not a readable image' : `a ${mask.format.toUpperCase()} image`}`, 'mask', 'invalid_image_format');
+    }
+    if (mask.bytes > caps.maxMaskBytes) throw tooLarge(`mask is ${mb(mask.bytes)}; at most ${mb(caps.maxMaskBytes)} is accepted`, 'mask');
+    const first = images[0]!;
+    if (mask.width !== first.width || mask.height !== first.height) {
+      throw invalidRequest(`mask must have the same dimensions as the image (${first.width}x${first.height}); got ${mask.width}x${mask.height}`, 'mask', 'invalid_mask_dimensions');
+    }
+    if (!mask.hasAlpha) throw invalidRequest('mask must have an alpha channel: fully transparent pixels mark where to edit', 'mask', 'invalid_mask');
+  }
+}
+
+/** dall-e-2 and local-inpaint with no mask use the image's own transparency as the mask. */
+export function needsTransparencyCheck(caps: ModelCapabilities, hasMask: boolean): boolean {
+  return caps.needsTransparencyWithoutMask && !hasMask;
+}
+
+export function noTransparencyError(): ServiceError {
+  return invalidRequest('image must have transparent pixels (alpha = 0) to mark where to edit, or send a mask', 'image', 'missing_transparency');
+}

@@ -1,0 +1,15 @@
+import { randomBytes } from 'node:crypto';
+
+const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyz';
+
+/**
+ * Prefixed ids that sort by creation time (48-bit millisecond timestamp, then 80 random bits),
+ * so listings can page by id and two replicas never collide.
+ */
+export function newId(prefix: string, now = Date.now()): string {
+  const time = now.toString(36).padStart(10, '0');
+  const bytes = randomBytes(16);
+  let rand = '';
+  for (const b of bytes) rand += ALPHABET[b % 36];
+  return `${prefix}_${time}${rand}`;
+}

@@ -1,0 +1,161 @@
+import { type EditParams, type JobError, type JobInputs, type JobStatus, movableFrom, newId, type StoredImage } from '@image-edits/core';
+import type { Db } from './client';
+import type { Prisma } from './generated/prisma/client';
+
+/** A job row with its JSON columns typed. */
+export interface JobRecord {
+  id: string;
+  apiKeyId: string;
+  status: JobStatus;
+  model: string;
+  provider: string;
+  params: EditParams;
+  inputs: JobInputs;
+  outputs: StoredImage[] | null;
+  error: JobError | null;
+  metadata: Record<string, string>;
+  endUser: string | null;
+  attempts: number;
+  createdAt: Date;
+  startedAt: Date | null;
+  completedAt: Date | null;
+  usage: { images: number; inputTokens: number | null; outputTokens: number | null } | null;
+}
+
+type Row = Prisma.JobGetPayload<{ include: { usage: true } }>;
+
+function toRecord(row: Row): JobRecord {
+  return {
+    id: row.id,
+    apiKeyId: row.apiKeyId,
+    status: row.status,
+    model: row.model,
+    provider: row.provider,
+    params: row.params as unknown as EditParams,
+    inputs: row.inputs as unknown as JobInputs,
+    outputs: (row.outputs as unknown as StoredImage[] | null) ?? null,
+    error: (row.error as unknown as JobError | null) ?? null,
+    metadata: row.metadata as Record<string, string>,
+    endUser: row.endUser,
+    attempts: row.attempts,
+    createdAt: row.createdAt,
+    startedAt: row.startedAt,
+    completedAt: row.completedAt,
+    usage: row.usage ? { images: row.usage.images, inputTokens: row.usage.inputTokens, outputTokens: row.usage.outputTokens } : null,
+  };
+}
+
+const json = (v: unknown) => v as Prisma.InputJsonValue;
+
+export interface NewJob {
+  id: string;
+  apiKeyId: string;
+  model: string;
+  provider: string;
+  params: EditParams;
+  inputs: JobInputs;
+  metadata?: Record<string, string>;
+  endUser?: string;
+}
+
+export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
+  const row = await db.job.create({
+    data: {
+      id: job.id,
+      apiKeyId: job.apiKeyId,
+      model: job.model,
+      provider: job.provider,
+      params: json(job.params),
+      inputs: json(job.inputs),
+      metadata: json(job.metadata ?? {}),
+      endUser: job.endUser ?? null,
+    },
+    include: { usage: true },
+  });
+  return toRecord(row);
+}
+
+export async function getJob(db: Db, id: string): Promise<JobRecord | null> {
+  const row = await db.job.findUnique({ where: { id }, include: { usage: true } });
+  return row ? toRecord(row) : null;
+}
+
+/** A key sees only its own jobs: another key's id is simply not found. */
+export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promise<JobRecord | null> {
+  const row = await db.job.findFirst({ where: { id, apiKeyId }, include: { usage: true } });
+  return row ? toRecord(row) : null;
+}
+
+/** queued (or in_progress, after a crash) → in_progress, counting the attempt. Null when the job may not run. */
+export async function markStarted(db: Db, id: string): Promise<JobRecord | null> {
+  const now = new Date();
+  const res = await db.job.updateMany({
+    where: { id, status: { in: movableFrom('in_progress') } },
+    data: { status: 'in_progress', attempts: { increment: 1 }, updatedAt: now },
+  });
+  if (res.count === 0) return null;
+  await db.job.updateMany({ where: { id, startedAt: null }, data: { startedAt: now } });
+  return getJob(db, id);
+}
+
+export interface SuccessInput {
+  outputs: StoredImage[];
+  usage: { images: number; inputTokens?: number | undefined; outputTokens?: number | undefined };
+}
+
+/**
+ * in_progress → succeeded with its outputs and exactly one usage row, in one transaction. False when
+ * the job was no longer in progress (canceled meanwhile, or another attempt already finished it).
+ */
+export async function markSucceeded(db: Db, id: string, input: SuccessInput): Promise<boolean> {
+  return db.$transaction(async (tx) => {
+    const now = new Date();
+    const res = await tx.job.updateMany({
+      where: { id, status: { in: movableFrom('succeeded') } },
+      data: { status: 'succeeded', outputs: json(input.outputs), completedAt: now, updatedAt: now, error: undefined },
+    });
+    if (res.count === 0) return false;
+    const job = await tx.job.findUniqueOrThrow({ where: { id }, select: { apiKeyId: true, model: true, provider: true } });
+    await tx.usage.create({
+      data: {
+        id: newId('usage'),
+        jobId: id,
+        apiKeyId: job.apiKeyId,
+        model: job.model,
+        provider: job.provider,
+        images: input.usage.images,
+        inputTokens: input.usage.inputTokens ?? null,
+        outputTokens: input.usage.outputTokens ?? null,
+      },
+    });
+    return true;
+  });
+}
+
+export async function markFailed(db: Db, id: string, error: JobError): Promise<boolean> {
+  const now = new Date();
+  const res = await db.job.updateMany({
+    where: { id, status: { in: movableFrom('failed') } },
+    data: { status: 'failed', error: json(error), completedAt: now, updatedAt: now },
+  });
+  return res.count > 0;
+}
+
+/** Records the latest retryable error without ending the job. */
+export async function recordAttemptError(db: Db, id: string, error: JobError): Promise<void> {
+  await db.job.updateMany({ where: { id, status: 'in_progress' }, data: { error: json(error), updatedAt: new Date() } });
+}
+
+/** Unfinished jobs not touched for a while: candidates for re-enqueueing when Redis lost them. */
+export async function findStaleUnfinished(db: Db, olderThan: Date, limit: number): Promise<{ id: string; status: JobStatus }[]> {
+  return db.job.findMany({
+    where: { status: { in: ['queued', 'in_progress'] }, updatedAt: { lt: olderThan } },
+    select: { id: true, status: true },
+    orderBy: { updatedAt: 'asc' },
+    take: limit,
+  });
+}
+
+export async function touchJob(db: Db, id: string): Promise<void> {
+  await db.job.updateMany({ where: { id, status: { in: ['queued', 'in_progress'] } }, data: { updatedAt: new Date() } });
+}

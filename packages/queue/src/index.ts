@@ -1,0 +1,4 @@
+export * from './contract';
+export * from './connection';
+export * from './image-edits';
+export * from './job-events';

@@ -1,0 +1,3 @@
+export * from './object-store';
+export * from './keys';
+export * from './local-s3';

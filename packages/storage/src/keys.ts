@@ -1,0 +1,11 @@
+/**
+ * Where objects live in the bucket. Output keys are deterministic per job and index, so a retried
+ * or restarted job overwrites its own outputs instead of leaving a second set behind.
+ */
+export const inputImageKey = (jobId: string, index: number, ext: string) => `jobs/${jobId}/input/image-${index}.${ext}`;
+export const inputMaskKey = (jobId: string) => `jobs/${jobId}/input/mask.png`;
+export const outputKey = (jobId: string, index: number, ext: string) => `jobs/${jobId}/output/${index}.${ext}`;
+export const jobPrefix = (jobId: string) => `jobs/${jobId}/`;
+
+export const CONTENT_TYPES: Record<string, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
+export const extensionFor = (format: string) => (format === 'jpeg' ? 'jpg' : format);
