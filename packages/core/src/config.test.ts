@@ -1,0 +1,38 @@
+import { describe, expect, it } from '@jest/globals';
+import { ConfigError, parseConfig } from './config';
+import { buildModelRoutes, resolveModel } from './routes';
+import { ServiceError } from './errors';
+
+describe('configuration', () => {
+  it('has working defaults with no variables at all', () => {
+    const cfg = parseConfig({});
+    expect(cfg.env.PORT).toBe(8080);
+    expect(cfg.env.SIGNED_URL_TTL_SECONDS).toBe(3600);
+    expect(cfg.s3.bucket).toBe('image-edits');
+    expect([...buildModelRoutes(cfg).keys()]).toEqual(['local-inpaint']);
+  });
+  it('names the variable that is wrong', () => {
+    expect(() => parseConfig({ PORT: 'eighty' })).toThrow(/PORT/);
+    expect(() => parseConfig({ AZURE_OPENAI_DEPLOYMENTS: 'gpt-image-1' })).toThrow(ConfigError);
+  });
+  it('routes OpenAI models with a key and Azure models per deployment, with provider/model ids', () => {
+    const cfg = parseConfig({ OPENAI_API_KEY: 'sk-x', AZURE_OPENAI_ENDPOINT: 'https://r.openai.azure.com', AZURE_OPENAI_API_KEY: 'k', AZURE_OPENAI_DEPLOYMENTS: 'gpt-image-1=img1' });
+    const routes = buildModelRoutes(cfg);
+    expect(routes.get('gpt-image-1')).toMatchObject({ provider: 'openai', upstream: 'gpt-image-1' });
+    expect(routes.get('azure-openai/gpt-image-1')).toMatchObject({ provider: 'azure-openai', upstream: 'img1' });
+    expect(routes.get('openai/dall-e-2')).toMatchObject({ provider: 'openai' });
+    const azureOnly = buildModelRoutes(parseConfig({ AZURE_OPENAI_ENDPOINT: 'https://r.openai.azure.com', AZURE_OPENAI_API_KEY: 'k', AZURE_OPENAI_DEPLOYMENTS: 'dall-e-2=d2' }));
+    expect(azureOnly.get('dall-e-2')).toMatchObject({ provider: 'azure-openai', upstream: 'd2' });
+  });
+  it('answers an unknown model with 404 naming the param', () => {
+    const routes = buildModelRoutes(parseConfig({}));
+    try {
+      resolveModel(routes, 'dall-e-3');
+      throw new Error('expected rejection');
+    } catch (err) {
+      expect(err).toBeInstanceOf(ServiceError);
+      expect((err as ServiceError).status).toBe(404);
+      expect((err as ServiceError).param).toBe('model');
+    }
+  });
+});

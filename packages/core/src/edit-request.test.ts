@@ -1,0 +1,107 @@
+import { describe, expect, it } from '@jest/globals';
+import { checkEditParams, checkImages, type ImageFacts, parseEditFields } from './edit-request';
+import { ServiceError } from './errors';
+import { KNOWN_MODELS } from './models';
+
+const dalle = KNOWN_MODELS['dall-e-2']!;
+const gpt = KNOWN_MODELS['gpt-image-1']!;
+const mini = KNOWN_MODELS['gpt-image-1-mini']!;
+
+function rejection(fn: () => unknown): { status: number; param: string | null; code: string | null; message: string } {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ServiceError) return { status: err.status, param: err.param, code: err.code, message: err.message };
+    throw err;
+  }
+  throw new Error('expected a rejection');
+}
+
+const png = (over: Partial<ImageFacts> = {}): ImageFacts => ({ field: 'image', format: 'png', width: 512, height: 512, bytes: 1000, hasAlpha: true, ...over });
+
+describe('parseEditFields', () => {
+  it('requires a prompt', () => {
+    expect(rejection(() => parseEditFields({}))).toMatchObject({ status: 400, param: 'prompt', message: 'prompt is required' });
+    expect(rejection(() => parseEditFields({ prompt: '   ' }))).toMatchObject({ status: 400, param: 'prompt' });
+  });
+  it('coerces multipart strings and checks ranges', () => {
+    expect(parseEditFields({ prompt: 'p', n: '3', output_compression: '50' })).toMatchObject({ n: 3, output_compression: 50 });
+    expect(rejection(() => parseEditFields({ prompt: 'p', n: '11' }))).toMatchObject({ status: 400, param: 'n' });
+    expect(rejection(() => parseEditFields({ prompt: 'p', n: '0' }))).toMatchObject({ param: 'n' });
+    expect(rejection(() => parseEditFields({ prompt: 'p', n: 'two' }))).toMatchObject({ param: 'n' });
+    expect(rejection(() => parseEditFields({ prompt: 'p', output_compression: '101' }))).toMatchObject({ param: 'output_compression' });
+  });
+  it('rejects unknown enum values and repeated text fields', () => {
+    expect(rejection(() => parseEditFields({ prompt: 'p', response_format: 'jpeg' }))).toMatchObject({ param: 'response_format' });
+    expect(rejection(() => parseEditFields({ prompt: 'p', background: 'green' }))).toMatchObject({ param: 'background' });
+    expect(rejection(() => parseEditFields({ prompt: ['a', 'b'] }))).toMatchObject({ param: 'prompt' });
+  });
+});
+
+describe('checkEditParams per model', () => {
+  const f = (over: Record<string, unknown>) => parseEditFields({ prompt: 'a hat', ...over });
+  it('applies defaults', () => {
+    expect(checkEditParams('dall-e-2', dalle, f({}))).toEqual({ prompt: 'a hat', n: 1, response_format: 'url' });
+  });
+  it('limits prompt length per model', () => {
+    expect(rejection(() => checkEditParams('dall-e-2', dalle, f({ prompt: 'x'.repeat(1001) })))).toMatchObject({ status: 400, param: 'prompt' });
+    expect(checkEditParams('gpt-image-1', gpt, f({ prompt: 'x'.repeat(1001) })).prompt).toHaveLength(1001);
+    expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ prompt: 'x'.repeat(32001) })))).toMatchObject({ param: 'prompt' });
+  });
+  it('checks sizes per model', () => {
+    expect(rejection(() => checkEditParams('dall-e-2', dalle, f({ size: '1536x1024' })))).toMatchObject({ param: 'size', code: 'unsupported_parameter' });
+    expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ size: '256x256' })))).toMatchObject({ param: 'size' });
+    expect(checkEditParams('gpt-image-1', gpt, f({ size: 'auto' })).size).toBe('auto');
+  });
+  it('rejects GPT image parameters for dall-e-2 instead of dropping them', () => {
+    for (const [param, value] of [['background', 'transparent'], ['quality', 'high'], ['output_format', 'webp'], ['input_fidelity', 'high']] as const) {
+      const r = rejection(() => checkEditParams('dall-e-2', dalle, f({ [param]: value })));
+      expect(r).toMatchObject({ status: 400, param });
+      expect(r.message).toContain("'dall-e-2'");
+    }
+  });
+  it('rejects input_fidelity for gpt-image-1-mini but accepts it for gpt-image-1', () => {
+    expect(rejection(() => checkEditParams('gpt-image-1-mini', mini, f({ input_fidelity: 'high' })))).toMatchObject({ param: 'input_fidelity' });
+    expect(checkEditParams('gpt-image-1', gpt, f({ input_fidelity: 'high' })).input_fidelity).toBe('high');
+  });
+  it('needs jpeg or webp for output_compression and png or webp for transparency', () => {
+    expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ output_compression: '50' })))).toMatchObject({ param: 'output_compression' });
+    expect(checkEditParams('gpt-image-1', gpt, f({ output_compression: '50', output_format: 'jpeg' })).output_compression).toBe(50);
+    expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ background: 'transparent', output_format: 'jpeg' })))).toMatchObject({ param: 'background' });
+  });
+  it('refuses streaming clearly', () => {
+    expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ stream: 'true' })))).toMatchObject({ param: 'stream' });
+  });
+});
+
+describe('checkImages', () => {
+  it('needs at least one image and at most the model maximum', () => {
+    expect(rejection(() => checkImages('dall-e-2', dalle, [], undefined))).toMatchObject({ status: 400, param: 'image' });
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png(), png()], undefined))).toMatchObject({ param: 'image' });
+    expect(() => checkImages('gpt-image-1', gpt, Array.from({ length: 16 }, () => png({ field: 'image[]' })), undefined)).not.toThrow();
+    expect(rejection(() => checkImages('gpt-image-1', gpt, Array.from({ length: 17 }, () => png({ field: 'image[]' })), undefined))).toMatchObject({ param: 'image' });
+  });
+  it('checks the real format, not the file name', () => {
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png({ format: undefined })], undefined))).toMatchObject({ param: 'image', code: 'invalid_image_format' });
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png({ format: 'jpeg' })], undefined))).toMatchObject({ param: 'image' });
+    expect(() => checkImages('gpt-image-1', gpt, [png({ format: 'jpeg' }), png({ format: 'webp', field: 'image' })], undefined)).not.toThrow();
+    expect(rejection(() => checkImages('gpt-image-1', gpt, [png({ format: 'gif' })], undefined))).toMatchObject({ param: 'image' });
+  });
+  it('limits bytes per model with 413', () => {
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png({ bytes: 4 * 1024 * 1024 + 1 })], undefined))).toMatchObject({ status: 413, param: 'image' });
+    expect(() => checkImages('gpt-image-1', gpt, [png({ bytes: 20 * 1024 * 1024 })], undefined)).not.toThrow();
+  });
+  it('needs square images for dall-e-2 only, and caps pixels', () => {
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png({ width: 512, height: 256 })], undefined))).toMatchObject({ param: 'image', code: 'invalid_image_dimensions' });
+    expect(() => checkImages('gpt-image-1', gpt, [png({ width: 1536, height: 1024 })], undefined)).not.toThrow();
+    expect(rejection(() => checkImages('gpt-image-1', gpt, [png({ width: 10000, height: 10000 })], undefined))).toMatchObject({ param: 'image', code: 'image_too_many_pixels' });
+  });
+  it('checks the mask: PNG, same size as the first image, with alpha', () => {
+    const mask = (over: Partial<ImageFacts> = {}) => png({ field: 'mask', ...over });
+    expect(() => checkImages('dall-e-2', dalle, [png()], mask())).not.toThrow();
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png()], mask({ width: 256, height: 256 })))).toMatchObject({ param: 'mask', code: 'invalid_mask_dimensions' });
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png()], mask({ format: 'jpeg' })))).toMatchObject({ param: 'mask' });
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png()], mask({ hasAlpha: false })))).toMatchObject({ param: 'mask' });
+    expect(rejection(() => checkImages('dall-e-2', dalle, [png()], mask({ bytes: 5 * 1024 * 1024 })))).toMatchObject({ status: 413, param: 'mask' });
+  });
+});
