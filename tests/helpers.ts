@@ -1,0 +1,35 @@
+import sharp from 'sharp';
+
+/** A multipart body as OpenAI clients send it. Files are [fieldName, bytes, filename, contentType]. */
+export function editForm(fields: Record<string, string>, files: [string, Buffer, string, string?][]): FormData {
+  const form = new FormData();
+  for (const [k, v] of Object.entries(fields)) form.append(k, v);
+  for (const [field, data, name, type] of files) form.append(field, new Blob([new Uint8Array(data)], { type: type ?? 'image/png' }), name);
+  return form;
+}
+
+export async function post(url: string, key: string, form: FormData, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; body: any }> {
+  const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${key}`, ...headers }, body: form });
+  return { status: res.status, headers: res.headers, body: await res.json() };
+}
+
+export async function get(url: string, key: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } });
+  return { status: res.status, body: await res.json() };
+}
+
+export async function decode(data: Buffer): Promise<{ format: string | undefined; width: number; height: number; raw: Buffer; channels: number }> {
+  const meta = await sharp(data).metadata();
+  const { data: raw, info } = await sharp(data).ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+  return { format: meta.format, width: info.width, height: info.height, raw, channels: info.channels };
+}
+
+export async function pollJob(base: string, key: string, id: string, timeoutMs = 30_000): Promise<any> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const { body } = await get(`${base}/v1/jobs/${id}`, key);
+    if (['succeeded', 'failed', 'canceled', 'expired'].includes(body.status)) return body;
+    if (Date.now() > end) throw new Error(`job ${id} still ${body.status}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

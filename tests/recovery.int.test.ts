@@ -1,0 +1,115 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { deleteRedisPrefix, type FakeOpenAI, makeMask, makePng, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
+import { startWorker } from '@image-edits/worker';
+import { editForm, pollJob, post } from './helpers';
+
+/** Nothing is lost: a killed worker, a Redis that forgot its jobs, a worker asked to stop. */
+const ROOT = path.resolve(__dirname, '..');
+let svc: TestService | undefined;
+let fake: FakeOpenAI | undefined;
+const children: ChildProcess[] = [];
+
+afterEach(async () => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  await svc?.stop();
+  await fake?.close();
+  svc = undefined;
+  fake = undefined;
+});
+
+function spawnWorker(env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(ROOT, 'apps/worker/src/main.ts')], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  children.push(child);
+  return child;
+}
+
+async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const exited = (c: ChildProcess) => new Promise<number | null>((resolve) => (c.exitCode !== null ? resolve(c.exitCode) : c.once('exit', (code) => resolve(code))));
+
+async function submitDalle(s: TestService): Promise<string> {
+  const hole = { x: 16, y: 16, width: 16, height: 16 };
+  const res = await post(
+    `${s.url}/v1/images/edits`,
+    s.apiKey,
+    editForm({ prompt: 'a hat', model: 'dall-e-2', size: '256x256' }, [['image', await makePng(64, 64), 'in.png'], ['mask', await makeMask(64, 64, hole), 'mask.png']]),
+    { prefer: 'respond-async' },
+  );
+  expect(res.status).toBe(202);
+  return res.body.id as string;
+}
+
+async function outputObjects(s: TestService, jobId: string): Promise<string[]> {
+  const res = await fetch(`${s.testEnv.s3.endpoint}/test-bucket?list-type=2&prefix=jobs/${jobId}/output/`);
+  return [...(await res.text()).matchAll(/<Key>([^<]+)<\/Key>/g)].map((m) => m[1]!);
+}
+
+describe('recovery', () => {
+  it('a worker killed with SIGKILL mid-job: the job is picked up again and finishes once', async () => {
+    fake = await startFakeOpenAI();
+    const release = fake.hold();
+    svc = await startTestService(
+      { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: fake.url, WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000' },
+      { worker: false },
+    );
+    const first = spawnWorker(svc.testEnv.env);
+    const jobId = await submitDalle(svc);
+    await until(() => fake!.requests.length === 1);
+    expect((await svc.db.job.findUniqueOrThrow({ where: { id: jobId } })).status).toBe('in_progress');
+
+    first.kill('SIGKILL');
+    await exited(first);
+    release();
+    spawnWorker(svc.testEnv.env);
+
+    const done = await pollJob(svc.url, svc.apiKey, jobId, 45_000);
+    expect(done.status).toBe('succeeded');
+    expect(done.attempts).toBe(2);
+    expect(fake.requests.length).toBe(2);
+    expect(await svc.db.usage.count({ where: { jobId } })).toBe(1);
+    expect(await outputObjects(svc, jobId)).toEqual([`jobs/${jobId}/output/0.png`]);
+  });
+
+  it('jobs queued in Postgres but lost from Redis are enqueued again by the reconciler', async () => {
+    svc = await startTestService({ OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: 'http://127.0.0.1:9', RECONCILE_INTERVAL_MS: '300', RECONCILE_GRACE_MS: '0' }, { worker: false });
+    fake = await startFakeOpenAI();
+    const jobIds = [await submitDalle(svc), await submitDalle(svc)];
+    // Redis restarted without persistence: every BullMQ key of this deployment is gone
+    await deleteRedisPrefix(svc.testEnv.prefix);
+    const worker = await startWorker({ ...svc.config, env: { ...svc.config.env, OPENAI_BASE_URL: fake.url } });
+    try {
+      for (const id of jobIds) expect((await pollJob(svc.url, svc.apiKey, id, 20_000)).status).toBe('succeeded');
+      expect(fake.requests.length).toBe(2);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('SIGTERM lets the job in flight finish before the worker exits', async () => {
+    fake = await startFakeOpenAI();
+    const release = fake.hold();
+    svc = await startTestService({ OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: fake.url }, { worker: false });
+    const child = spawnWorker(svc.testEnv.env);
+    const jobId = await submitDalle(svc);
+    await until(() => fake!.requests.length === 1);
+    child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(child.exitCode).toBeNull(); // still draining
+    release();
+    expect(await exited(child)).toBe(0);
+    const row = await svc.db.job.findUniqueOrThrow({ where: { id: jobId } });
+    expect(row.status).toBe('succeeded');
+    expect(fake.requests.length).toBe(1);
+  });
+});
