@@ -1,0 +1,261 @@
+import OpenAI, {
+  APIConnectionError,
+  APIConnectionTimeoutError,
+  APIError,
+  APIUserAbortError,
+  AzureOpenAI,
+  toFile,
+} from 'openai';
+import type { ImageEditParamsNonStreaming, ImagesResponse } from 'openai/resources/images';
+import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult, ProviderUsage } from '../types';
+import { ProviderError } from '../types';
+
+/**
+ * OpenAI and Azure OpenAI image edits through the official `openai` SDK. The SDK never retries
+ * (`maxRetries: 0`): the worker owns retries and re-sends the full upload each attempt.
+ *
+ * `response_format`: GPT image models always answer `b64_json` and reject the parameter, so it is
+ * sent (as `b64_json`) only to DALL·E models: a model name starting with `dall-e`, or (Azure, where
+ * `model` is a deployment name) a deployment listed in `dallEDeployments`. If an upstream answers
+ * with `url` anyway, the bytes are fetched from it, so a wrong guess costs a download, not a job.
+ */
+
+export interface OpenAIProviderConfig {
+  apiKey: string;
+  baseURL?: string;
+  /** bounds each edit call, including downloading `url` outputs; default 10 minutes */
+  timeoutMs?: number;
+}
+
+export interface AzureOpenAIProviderConfig {
+  /** e.g. `https://my-resource.openai.azure.com` */
+  endpoint: string;
+  apiKey: string;
+  apiVersion: string;
+  timeoutMs?: number;
+  /** deployment names that serve a DALL·E model (asked for `response_format: b64_json`) */
+  dallEDeployments?: string[];
+}
+
+interface EditContext {
+  providerId: string;
+  client: OpenAI;
+  apiKey: string;
+  timeoutMs: number | undefined;
+  isDallE(model: string): boolean;
+}
+
+const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+
+export function createOpenAIProvider(cfg: OpenAIProviderConfig): EditProvider {
+  const client = new OpenAI({
+    apiKey: cfg.apiKey,
+    maxRetries: 0,
+    ...(cfg.baseURL ? { baseURL: cfg.baseURL } : {}),
+    timeout: sdkTimeout(cfg.timeoutMs),
+  });
+  const ctx: EditContext = { providerId: 'openai', client, apiKey: cfg.apiKey, timeoutMs: cfg.timeoutMs, isDallE: isDallEModel };
+  return { id: 'openai', edit: (request, options) => editImages(ctx, request, options?.signal) };
+}
+
+export function createAzureOpenAIProvider(cfg: AzureOpenAIProviderConfig): EditProvider {
+  // No `deployment` on the client: the SDK puts `body.model` into `/openai/deployments/{model}/...`.
+  const client = new AzureOpenAI({
+    endpoint: cfg.endpoint,
+    apiKey: cfg.apiKey,
+    apiVersion: cfg.apiVersion,
+    maxRetries: 0,
+    timeout: sdkTimeout(cfg.timeoutMs),
+  });
+  const dallE = new Set(cfg.dallEDeployments ?? []);
+  const ctx: EditContext = {
+    providerId: 'azure-openai',
+    client,
+    apiKey: cfg.apiKey,
+    timeoutMs: cfg.timeoutMs,
+    isDallE: (model) => dallE.has(model) || isDallEModel(model),
+  };
+  return { id: 'azure-openai', edit: (request, options) => editImages(ctx, request, options?.signal) };
+}
+
+/**
+ * The deadline is enforced with our own AbortSignal (see editImages), which tells a timeout from a
+ * caller's abort reliably; the SDK's own timeout is only a backstop a little later.
+ */
+function sdkTimeout(timeoutMs: number | undefined): number {
+  return (timeoutMs ?? DEFAULT_TIMEOUT_MS) + 1000;
+}
+
+function isDallEModel(model: string): boolean {
+  return model.startsWith('dall-e');
+}
+
+const MIME: Record<ImageFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
+
+function uploadFor(img: InputImage, fallbackName: string): Promise<File> {
+  return toFile(img.data, img.filename || fallbackName, { type: MIME[img.format] });
+}
+
+async function editImages(ctx: EditContext, request: ProviderEditRequest, callerSignal: AbortSignal | undefined): Promise<ProviderEditResult> {
+  const deadline = AbortSignal.timeout(ctx.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline;
+  try {
+    const images = await Promise.all(request.images.map((img, i) => uploadFor(img, `image-${i}.${img.format}`)));
+    const first = images[0];
+    if (!first) throw new ProviderError(ctx.providerId, 'no input image', { code: 'invalid_request', retryable: false });
+
+    // The SDK types narrow these to its current literal unions; validation upstream already decided
+    // what the model accepts, so values are passed through unchanged.
+    const body: ImageEditParamsNonStreaming = {
+      // one file goes as `image`, several as `image[]`
+      image: images.length === 1 ? first : images,
+      prompt: request.prompt,
+      model: request.model,
+      n: request.n,
+    };
+    if (request.mask) body.mask = await uploadFor(request.mask, 'mask.png');
+    if (request.size !== undefined) body.size = request.size;
+    if (request.user !== undefined) body.user = request.user;
+    if (request.quality !== undefined) body.quality = request.quality as ImageEditParamsNonStreaming['quality'];
+    if (request.background !== undefined) body.background = request.background as ImageEditParamsNonStreaming['background'];
+    if (request.outputFormat !== undefined) body.output_format = request.outputFormat;
+    if (request.outputCompression !== undefined) body.output_compression = request.outputCompression;
+    if (request.inputFidelity !== undefined) body.input_fidelity = request.inputFidelity as ImageEditParamsNonStreaming['input_fidelity'];
+    if (ctx.isDallE(request.model)) body.response_format = 'b64_json';
+
+    const response = await ctx.client.images.edit(body, { signal });
+    return await toResult(ctx, response, signal);
+  } catch (err) {
+    throw classifyError(ctx, err, { caller: callerSignal, deadline });
+  }
+}
+
+async function toResult(ctx: EditContext, response: ImagesResponse, signal: AbortSignal): Promise<ProviderEditResult> {
+  const data = response.data ?? [];
+  if (data.length === 0) throw invalidResponse(ctx, 'upstream returned no images');
+  const declared = asImageFormat(response.output_format);
+  const images: OutputImage[] = [];
+  for (const item of data) {
+    let bytes: Buffer;
+    if (item.b64_json) bytes = Buffer.from(item.b64_json, 'base64');
+    else if (item.url) bytes = await download(ctx, item.url, signal);
+    else throw invalidResponse(ctx, 'upstream image has neither b64_json nor url');
+    const format = declared ?? sniffFormat(bytes);
+    if (!format) throw invalidResponse(ctx, 'upstream returned an image in an unknown format');
+    images.push({ data: bytes, format, ...(item.revised_prompt ? { revisedPrompt: item.revised_prompt } : {}) });
+  }
+  const usage = toUsage(response.usage);
+  return usage ? { images, usage } : { images };
+}
+
+function toUsage(u: ImagesResponse['usage']): ProviderUsage | undefined {
+  if (!u) return undefined;
+  const usage: ProviderUsage = {};
+  if (typeof u.input_tokens === 'number') usage.inputTokens = u.input_tokens;
+  if (typeof u.output_tokens === 'number') usage.outputTokens = u.output_tokens;
+  if (typeof u.total_tokens === 'number') usage.totalTokens = u.total_tokens;
+  const details = u.input_tokens_details as Partial<typeof u.input_tokens_details> | undefined;
+  if (typeof details?.image_tokens === 'number') usage.imageTokens = details.image_tokens;
+  if (typeof details?.text_tokens === 'number') usage.textTokens = details.text_tokens;
+  return usage;
+}
+
+/** Fetches an output handed out as a URL, under the call's deadline and abort signal. */
+async function download(ctx: EditContext, url: string, signal: AbortSignal): Promise<Buffer> {
+  const res = await fetch(url, { signal });
+  if (!res.ok) {
+    throw new ProviderError(ctx.providerId, `downloading the upstream image failed with HTTP ${res.status}`, {
+      status: res.status,
+      code: 'upstream_error',
+      retryable: res.status === 408 || res.status === 429 || res.status >= 500,
+    });
+  }
+  return Buffer.from(await res.arrayBuffer());
+}
+
+function asImageFormat(v: unknown): ImageFormat | undefined {
+  return v === 'png' || v === 'jpeg' || v === 'webp' ? v : undefined;
+}
+
+function sniffFormat(b: Buffer): ImageFormat | undefined {
+  if (b.length >= 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a) return 'png';
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
+  if (b.length >= 12 && b.toString('ascii', 0, 4) === 'RIFF' && b.toString('ascii', 8, 12) === 'WEBP') return 'webp';
+  return undefined;
+}
+
+function invalidResponse(ctx: EditContext, message: string): ProviderError {
+  return new ProviderError(ctx.providerId, message, { code: 'upstream_invalid_response', retryable: true });
+}
+
+const CONTENT_POLICY_CODES = new Set(['content_policy_violation', 'contentFilter', 'content_filter', 'moderation_blocked', 'ResponsibleAIPolicyViolation']);
+
+function classifyError(ctx: EditContext, err: unknown, signals: { caller: AbortSignal | undefined; deadline: AbortSignal }): ProviderError {
+  const p = ctx.providerId;
+  if (signals.caller?.aborted) {
+    return new ProviderError(p, 'the upstream request was aborted', { code: 'aborted', retryable: false });
+  }
+  if (err instanceof ProviderError) return err;
+  const clean = (m: string): string => (ctx.apiKey ? m.split(ctx.apiKey).join('***') : m);
+
+  if (signals.deadline.aborted || err instanceof APIConnectionTimeoutError) {
+    return new ProviderError(p, 'the upstream request timed out', { code: 'upstream_timeout', retryable: true });
+  }
+  if (err instanceof APIUserAbortError) {
+    return new ProviderError(p, 'the upstream request was aborted', { code: 'aborted', retryable: false });
+  }
+  if (err instanceof Error && err.name === 'TimeoutError') {
+    return new ProviderError(p, 'the upstream request timed out', { code: 'upstream_timeout', retryable: true });
+  }
+  if (err instanceof APIConnectionError) {
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    return new ProviderError(p, clean(`${err.message}${cause}`), { code: 'upstream_unreachable', retryable: true });
+  }
+  if (err instanceof APIError && typeof err.status === 'number') {
+    const status = err.status;
+    const body = (err.error ?? {}) as { message?: unknown; code?: unknown; innererror?: { code?: unknown } };
+    const message = clean(typeof body.message === 'string' && body.message ? body.message : err.message);
+    const upstreamCode = typeof err.code === 'string' && err.code ? err.code : undefined;
+    const innerCode = typeof body.innererror?.code === 'string' ? body.innererror.code : undefined;
+    const opts = { status };
+
+    if (status === 429) {
+      return new ProviderError(p, message, { ...opts, code: 'rate_limited', retryable: true, retryAfterMs: retryAfterMs(err.headers) });
+    }
+    if (status === 408 || status === 409 || status >= 500) {
+      return new ProviderError(p, message, { ...opts, code: 'upstream_error', retryable: true, retryAfterMs: retryAfterMs(err.headers) });
+    }
+    if ((upstreamCode && CONTENT_POLICY_CODES.has(upstreamCode)) || (innerCode && CONTENT_POLICY_CODES.has(innerCode))) {
+      return new ProviderError(p, message, { ...opts, code: 'content_policy_violation', retryable: false });
+    }
+    if (status === 401 || status === 403) {
+      return new ProviderError(p, message, { ...opts, code: 'provider_auth_failed', retryable: false });
+    }
+    return new ProviderError(p, message, { ...opts, code: upstreamCode ?? 'provider_rejected', retryable: false });
+  }
+  if (err instanceof Error && err.name === 'AbortError') {
+    return new ProviderError(p, 'the upstream request was aborted', { code: 'aborted', retryable: false });
+  }
+  if (err instanceof TypeError) {
+    // fetch() of an output URL failing at the network level
+    return new ProviderError(p, clean(err.message), { code: 'upstream_unreachable', retryable: true });
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new ProviderError(p, clean(message), { code: 'provider_error', retryable: false });
+}
+
+/** `retry-after-ms` (milliseconds) wins over `retry-after` (seconds or an HTTP date). */
+function retryAfterMs(headers: Headers | undefined): number | null {
+  if (!headers) return null;
+  const ms = headers.get('retry-after-ms');
+  if (ms !== null && ms.trim() !== '') {
+    const v = Number(ms);
+    if (Number.isFinite(v) && v >= 0) return Math.round(v);
+  }
+  const ra = headers.get('retry-after');
+  if (ra === null || ra.trim() === '') return null;
+  const seconds = Number(ra);
+  if (Number.isFinite(seconds)) return seconds >= 0 ? Math.round(seconds * 1000) : null;
+  const date = Date.parse(ra);
+  return Number.isNaN(date) ? null : Math.max(0, date - Date.now());
+}
