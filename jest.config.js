@@ -1,7 +1,13 @@
 // One runner for every workspace. `unit` tests need nothing running; `int` tests talk to the real
 // Postgres, Redis and an S3-compatible server started by the harness in packages/testing.
 const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }] };
-const common = { testEnvironment: 'node', transform, moduleFileExtensions: ['ts', 'js', 'json'] };
+const common = {
+  testEnvironment: 'node',
+  transform,
+  moduleFileExtensions: ['ts', 'js', 'json'],
+  // the generated Prisma client imports its own .ts files with .js specifiers (ESM style)
+  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+};
 module.exports = {
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/{apps,packages}/*/src/**/*.test.ts'], testPathIgnorePatterns: ['\\.int\\.test\\.ts$', '/node_modules/'] },

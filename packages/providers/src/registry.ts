@@ -14,7 +14,14 @@ export function buildProviders(cfg: ServiceConfig): Map<string, EditProvider> {
   if (env.AZURE_OPENAI_ENDPOINT && env.AZURE_OPENAI_API_KEY) {
     providers.set(
       'azure-openai',
-      createAzureOpenAIProvider({ endpoint: env.AZURE_OPENAI_ENDPOINT, apiKey: env.AZURE_OPENAI_API_KEY, apiVersion: env.OPENAI_API_VERSION, timeoutMs: env.PROVIDER_TIMEOUT_MS }),
+      createAzureOpenAIProvider({
+        endpoint: env.AZURE_OPENAI_ENDPOINT,
+        apiKey: env.AZURE_OPENAI_API_KEY,
+        apiVersion: env.OPENAI_API_VERSION,
+        timeoutMs: env.PROVIDER_TIMEOUT_MS,
+        // deployment names are free-form: tell the adapter which ones serve dall-e-2 (they get response_format)
+        dallEDeployments: Object.entries(cfg.azureDeployments).filter(([model]) => model.startsWith('dall-e')).map(([, deployment]) => deployment),
+      }),
     );
   }
   return providers;
