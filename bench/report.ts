@@ -1,0 +1,326 @@
+import type { LoadResult } from './load';
+import type { MachineInfo } from './machine';
+import type { CpuAttribution } from './profile';
+import type { CpuUse, ProcMemory } from './procs';
+import { fmtMB, fmtMs, fmtRatio, type LatencySummary, summarize } from './stats';
+
+export interface SubmitMeasurement {
+  imageBytes: number;
+  maskBytes: number;
+  bodyBytes: number;
+  concurrency: number;
+  warmup: number;
+  total: number;
+  rounds: number;
+  service: LoadResult;
+  baseline: LoadResult;
+  serviceCpu: CpuUse;
+  baselineCpu: CpuUse;
+  /** separate profiled pass: where the API's CPU went */
+  profile: { requests: number; api: CpuAttribution } | undefined;
+}
+
+export interface SyncPhase extends LatencySummary {
+  name: string;
+}
+
+export interface SyncMeasurement {
+  bodyBytes: number;
+  warmup: number;
+  total: number;
+  direct: LoadResult;
+  service: LoadResult;
+  serviceCpu: CpuUse;
+  phases: SyncPhase[] | undefined;
+  /** separate profiled pass: where the API's and the worker's CPU went */
+  profile: { requests: number; api: CpuAttribution; worker: CpuAttribution } | undefined;
+}
+
+export interface UploadMemory {
+  /** right after start-up (ready), before any request */
+  idle: ProcMemory;
+  /** after start-up and warm-up, before the 64 uploads */
+  before: ProcMemory;
+  after: ProcMemory & { maxSampledRss: number; samples: number };
+  load: LoadResult;
+  cpu: CpuUse;
+}
+
+export interface MemoryMeasurement {
+  fileBytes: number;
+  bodyBytes: number;
+  uploads: number;
+  service: UploadMemory;
+  baseline: UploadMemory;
+}
+
+export interface BenchResults {
+  machine: MachineInfo;
+  durationMs: number;
+  submit: SubmitMeasurement;
+  sync: SyncMeasurement;
+  memory: MemoryMeasurement;
+}
+
+export const SUBMIT_GOAL_RATIO = 0.5;
+export const SYNC_GOAL_OVERHEAD_MS = 25;
+export const RSS_GOAL_BYTES = 400 * 1024 * 1024;
+
+interface Row {
+  metric: string;
+  service: string;
+  baseline: string;
+  ratio: string;
+  goal: string;
+  met: string;
+}
+
+const yes = (ok: boolean, clean: boolean) => (!clean ? 'no (errors)' : ok ? 'yes' : '**no**');
+const clean = (...runs: LoadResult[]) => runs.every((r) => r.errors === 0);
+
+export function verdicts(r: BenchResults): { submit: boolean; sync: boolean; memory: boolean } {
+  const s = r.submit;
+  const sy = r.sync;
+  const m = r.memory;
+  return {
+    submit: clean(s.service, s.baseline) && s.service.rate / s.baseline.rate >= SUBMIT_GOAL_RATIO,
+    sync: clean(sy.service, sy.direct) && summarize(sy.service.latencies).p50 - summarize(sy.direct.latencies).p50 < SYNC_GOAL_OVERHEAD_MS,
+    memory: clean(m.service.load, m.baseline.load) && m.service.after.hwm < RSS_GOAL_BYTES,
+  };
+}
+
+export function summaryRows(r: BenchResults): Row[] {
+  const v = verdicts(r);
+  const s = r.submit;
+  const sSvc = summarize(s.service.latencies);
+  const sBase = summarize(s.baseline.latencies);
+  const y = r.sync;
+  const yDirect = summarize(y.direct.latencies);
+  const ySvc = summarize(y.service.latencies);
+  const m = r.memory;
+  return [
+    {
+      metric: `Async submissions accepted per second (c=${s.concurrency}, ${s.total} req)`,
+      service: `${s.service.rate.toFixed(1)}/s`,
+      baseline: `${s.baseline.rate.toFixed(1)}/s`,
+      ratio: fmtRatio(s.service.rate / s.baseline.rate),
+      goal: `≥ ${SUBMIT_GOAL_RATIO}× baseline`,
+      met: yes(s.service.rate / s.baseline.rate >= SUBMIT_GOAL_RATIO, clean(s.service, s.baseline)),
+    },
+    { metric: 'Async submission latency p50', service: fmtMs(sSvc.p50), baseline: fmtMs(sBase.p50), ratio: fmtRatio(sSvc.p50 / sBase.p50), goal: '—', met: '—' },
+    { metric: 'Async submission latency p99', service: fmtMs(sSvc.p99), baseline: fmtMs(sBase.p99), ratio: fmtRatio(sSvc.p99 / sBase.p99), goal: '—', met: '—' },
+    {
+      metric: `Sync edit latency p50 (c=1, ${y.total} req; baseline = fake upstream called directly)`,
+      service: fmtMs(ySvc.p50),
+      baseline: fmtMs(yDirect.p50),
+      ratio: fmtRatio(ySvc.p50 / yDirect.p50),
+      goal: `overhead < ${SYNC_GOAL_OVERHEAD_MS} ms`,
+      met: '(next row)',
+    },
+    {
+      metric: 'Sync overhead p50 (service p50 − direct p50)',
+      service: fmtMs(ySvc.p50 - yDirect.p50),
+      baseline: '0 ms',
+      ratio: '—',
+      goal: `< ${SYNC_GOAL_OVERHEAD_MS} ms`,
+      met: yes(v.sync, clean(y.service, y.direct)),
+    },
+    { metric: 'Sync edit latency p99', service: fmtMs(ySvc.p99), baseline: fmtMs(yDirect.p99), ratio: fmtRatio(ySvc.p99 / yDirect.p99), goal: '—', met: '—' },
+    {
+      metric: `Peak RSS (VmHWM) of the API process, ${m.uploads} concurrent ${fmtMB(m.fileBytes)} uploads`,
+      service: fmtMB(m.service.after.hwm),
+      baseline: fmtMB(m.baseline.after.hwm),
+      ratio: fmtRatio(m.service.after.hwm / m.baseline.after.hwm),
+      goal: '< 400 MB',
+      met: yes(m.service.after.hwm < RSS_GOAL_BYTES, clean(m.service.load, m.baseline.load)),
+    },
+  ];
+}
+
+function table(headers: string[], rows: string[][]): string {
+  const esc = (c: string) => c.replaceAll('|', '\\|');
+  return [`| ${headers.join(' | ')} |`, `|${headers.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+}
+
+function latencyRow(name: string, l: LatencySummary, r: LoadResult): string[] {
+  return [name, String(r.ok), String(r.errors), `${(r.elapsedMs / 1000).toFixed(2)} s`, `${r.rate.toFixed(1)}/s`, fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.max)];
+}
+
+function cpuTable(runs: [string, CpuUse, number][], cores: number): string {
+  const per = (sec: number, n: number) => `${((sec / n) * 1000).toFixed(1)} ms`;
+  const extraNames = [...new Set(runs.flatMap(([, c]) => Object.keys(c.extra)))];
+  return table(
+    ['run', 'server process', 'server busy (of 1 core)', ...extraNames.map((n) => `${n} process`), 'bench process (client, s3rver, fake)', 'everything else (Postgres, Redis, ...)', `machine busy (of ${cores} cores)`],
+    runs.map(([name, c, n]) => {
+      const extra = Object.values(c.extra).reduce((a, b) => a + b, 0);
+      return [
+        name,
+        per(c.server, n),
+        `${((100 * c.server) / c.wall).toFixed(0)}%`,
+        ...extraNames.map((k) => (c.extra[k] === undefined ? '—' : per(c.extra[k]!, n))),
+        per(c.bench, n),
+        per(c.others, n),
+        `${((100 * (c.server + c.bench + c.others + extra)) / (c.wall * cores)).toFixed(0)}%`,
+      ];
+    }),
+  );
+}
+
+/** One column per profile: CPU ms per request and share of the process's busy time, per group. */
+function attributionTable(cols: [string, CpuAttribution, number][]): string {
+  const order: string[] = [];
+  for (const [, a] of cols) for (const [g] of a.groups) if (!order.includes(g)) order.push(g);
+  const cell = (a: CpuAttribution, n: number, g: string) => {
+    const ms = a.groups.find(([k]) => k === g)?.[1] ?? 0;
+    return `${(ms / n).toFixed(2)} ms (${((100 * ms) / a.busyMs).toFixed(0)}%)`;
+  };
+  return table(
+    ['code', ...cols.map(([name]) => name)],
+    [
+      ...order.map((g) => [g, ...cols.map(([, a, n]) => cell(a, n, g))]),
+      ['**total busy (main thread)**', ...cols.map(([, a, n]) => `${(a.busyMs / n).toFixed(2)} ms (100%)`)],
+    ],
+  );
+}
+
+const topOwners = (a: CpuAttribution) => a.topOwners.map(([o, ms]) => `\`${o}\` ${((100 * ms) / a.busyMs).toFixed(0)}%`).join(', ');
+
+const LAT_HEADERS = ['run', 'ok', 'errors', 'wall time', 'rate', 'p50', 'p90', 'p99', 'max'];
+
+function errorsNote(runs: [string, LoadResult][]): string {
+  const lines = runs.filter(([, r]) => r.errors > 0).map(([n, r]) => `- ${n}: ${r.errors} errors, e.g. ${r.errorSamples.map((e) => `\`${e.replaceAll('`', "'")}\``).join('; ')}`);
+  return lines.length ? `\nErrors:\n${lines.join('\n')}\n` : '';
+}
+
+export function renderMarkdown(r: BenchResults, notes: string[]): string {
+  const mc = r.machine;
+  const s = r.submit;
+  const y = r.sync;
+  const m = r.memory;
+  const rows = summaryRows(r).map((row) => [row.metric, row.service, row.baseline, row.ratio, row.goal, row.met]);
+  const memRow = (name: string, u: UploadMemory) => [
+    name,
+    `${u.load.ok}/${m.uploads}`,
+    `${(u.load.elapsedMs / 1000).toFixed(2)} s`,
+    fmtMB(u.idle.rss),
+    fmtMB(u.before.rss),
+    fmtMB(u.after.maxSampledRss),
+    fmtMB(u.after.hwm),
+    fmtMB(u.after.rss),
+  ];
+  return `# Benchmarks
+
+Generated by \`npm run bench\` (\`bench/run.ts\`); do not edit by hand, run it again.
+
+- Date: ${mc.date}
+- CPU: ${mc.cpuModel}, ${mc.cores} cores
+- RAM: ${(mc.ramBytes / 1024 ** 3).toFixed(1)} GiB
+- Node: ${mc.node} (${mc.platform})
+- Whole run: ${(r.durationMs / 1000).toFixed(0)} s
+
+Every number below comes from the same run; each service figure is set against a baseline measured
+in that run on the same machine, so the ratios carry over between machines better than the absolute
+values. The load generator (Node's own \`fetch\`), the local S3 (s3rver), the fake OpenAI upstream,
+Postgres and Redis all share these cores with the process being measured.
+
+## Summary
+
+${table(['metric', 'service', 'baseline', 'ratio', 'goal', 'met?'], rows)}
+
+## 1. Async submission throughput
+
+\`POST /v1/images/edits\` with \`Prefer: respond-async\` (answer: 202 + job), model \`dall-e-2\`, a
+1024×1024 RGBA PNG (${(s.imageBytes / 1024).toFixed(0)} KB, the test fixture \`makePng\`) and a 1024×1024 mask
+(${(s.maskBytes / 1024).toFixed(0)} KB, \`makeMask\`): ${(s.bodyBytes / 1024).toFixed(0)} KB per request. ${s.warmup} warm-up requests to each server,
+then ${s.total} measured per server, ${s.concurrency} in flight, in ${s.rounds} alternating rounds (baseline, service, baseline, ...)
+so that outside disturbances do not land on one side only; the figures pool the rounds.
+
+- Service: the API alone in its own process (\`node --import tsx apps/api/src/main.ts\`, i.e. \`npm run start:api\`
+  without the tsx wrapper process), on a fresh database / BullMQ prefix / s3rver bucket, **no worker running**,
+  so the jobs stay queued and nothing else competes for the CPU: this measures submission only
+  (auth lookup, multipart to disk, header checks with sharp, two S3 puts, job row, enqueue, job object).
+- Baseline: \`bench/baseline-server.ts\` in its own process: Express 5 + multer with **disk storage**
+  (as the service uses), files deleted when the response ends, answers 202. Nothing else.
+
+${table(LAT_HEADERS, [latencyRow('service', summarize(s.service.latencies), s.service), latencyRow('baseline (Express + multer)', summarize(s.baseline.latencies), s.baseline)])}
+${errorsNote([['service', s.service], ['baseline', s.baseline]])}
+CPU time per accepted request during the measured run (from \`/proc/<pid>/stat\` and \`/proc/stat\`):
+
+${cpuTable([['service', s.serviceCpu, s.service.ok], ['baseline', s.baselineCpu, s.baseline.ok]], mc.cores)}
+
+(CPU includes the process's helper threads, libuv's file-system pool among them, so a process can show more than 100% of one core.)
+
+${
+  s.profile
+    ? `Where the API's main-thread CPU goes, from a separate pass of ${s.profile.requests} submissions against a fresh API process run
+under \`node --cpu-prof\` (its timings are not used above; start-up and warm-up are left out). Each sample is charged to the
+nearest package or repository file on its stack; see \`bench/profile.ts\`:
+
+${attributionTable([['API, per async submission', s.profile.api, s.profile.requests]])}
+
+Largest single owners: ${topOwners(s.profile.api)}.
+`
+    : 'The profiled pass failed in this run; no CPU attribution.\n'
+}
+## 2. Sync mode overhead over the upstream
+
+Sequential (1 in flight) requests with the same multipart body (model \`dall-e-2\`, 1024×1024 image + mask,
+\`size=1024x1024\`, \`n=1\`, \`response_format=b64_json\`; ${(y.bodyBytes / 1024).toFixed(0)} KB), ${y.warmup} warm-up requests then ${y.total} measured:
+
+- (a) direct: POST to the fake OpenAI's \`/v1/images/edits\` (\`packages/testing/src/fake-openai.ts\`, no scripted
+  delay: it parses the form and answers with a cached 1024×1024 PNG as \`b64_json\`).
+- (b) service: POST to the API without \`Prefer\`, so it waits for the job. API and one worker each in their own
+  process (\`apps/api/src/main.ts\`, \`apps/worker/src/main.ts\`), \`OPENAI_BASE_URL\` pointing at the same fake.
+  The path: upload → checks → S3 → row → BullMQ → worker picks it up → reads inputs from S3 → calls the fake →
+  decodes and stores the output → marks the row → Redis pub/sub → API reads the row and the output from S3 → answers.
+
+Overhead = (b) − (a), per percentile.
+
+${table(LAT_HEADERS, [latencyRow('(a) fake upstream directly', summarize(y.direct.latencies), y.direct), latencyRow('(b) service, sync', summarize(y.service.latencies), y.service)])}
+${errorsNote([['direct', y.direct], ['service', y.service]])}
+${
+  y.phases
+    ? `Where the service's time goes, per request (from the job row's \`created_at\` / \`started_at\` / \`completed_at\`
+and the moment the fake upstream had the request; all clocks are this machine's, millisecond resolution):
+
+${table(['phase', 'p50', 'p90', 'max'], y.phases.map((p) => [p.name, fmtMs(p.p50), fmtMs(p.p90), fmtMs(p.max)]))}
+
+(Per-phase percentiles do not add up to the end-to-end ones; the fake's own parse time is in the third phase, as it is in (a).)
+`
+    : 'Phase breakdown unavailable: requests and upstream calls could not be matched one to one in this run.\n'
+}
+CPU time per request during (b):
+
+${cpuTable([['service, sync', y.serviceCpu, y.service.ok]], mc.cores)}
+
+${
+  y.profile
+    ? `Where the API's and the worker's main-thread CPU goes, from a separate pass of ${y.profile.requests} sync requests with both
+processes under \`node --cpu-prof\` (as in 1, timings not used):
+
+${attributionTable([['API, per sync request', y.profile.api, y.profile.requests], ['worker, per job', y.profile.worker, y.profile.requests]])}
+
+Largest single owners: API: ${topOwners(y.profile.api)}; worker: ${topOwners(y.profile.worker)}.
+`
+    : 'The profiled pass failed in this run; no CPU attribution.\n'
+}
+## 3. Memory with ${m.uploads} concurrent large uploads
+
+${m.uploads} concurrent uploads of one ${(m.fileBytes / 1024 / 1024).toFixed(1)} MB PNG (random pixels, 2600×2600 RGBA, zlib level 0)
+as \`image\`, model \`gpt-image-1\`, \`Prefer: respond-async\`, **no worker**, so only the upload path runs:
+multipart to disk, header read, S3 put, row, enqueue. Each server runs in its own process after 2 warm-up
+uploads; its memory is read from \`/proc/<pid>/status\`: VmRSS sampled every 50 ms during the uploads, and
+VmHWM (the kernel's peak RSS since the process started, the figure held against the goal) at the end.
+Baseline: the same Express + multer (disk storage) process as in 1.
+
+${table(['process', 'accepted', 'wall time', 'RSS at start-up', 'RSS after warm-up', 'max sampled RSS', 'peak RSS (VmHWM)', 'RSS after'], [memRow('service API', m.service), memRow('baseline (Express + multer)', m.baseline)])}
+${errorsNote([['service', m.service.load], ['baseline', m.baseline.load]])}
+CPU time per upload:
+
+${cpuTable([['service', m.service.cpu, m.service.load.ok], ['baseline', m.baseline.cpu, m.baseline.load.ok]], mc.cores)}
+
+## Notes
+
+${notes.map((n) => `- ${n}`).join('\n')}
+`;
+}
