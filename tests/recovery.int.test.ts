@@ -20,7 +20,9 @@ afterEach(async () => {
 });
 
 function spawnWorker(env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(ROOT, 'apps/worker/src/main.ts')], {
+  // `node --import tsx`, not the tsx CLI: the CLI runs the worker in a child, and the signal must reach the worker itself
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'apps/worker/src/main.ts')], {
+    cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -27,7 +27,7 @@ export function multipartUpload(uploadDir: string): RequestHandler {
     limits: { fileSize: MAX_UPLOAD_BYTES + 1, files: MAX_FILES, fields: 64, fieldSize: 256 * 1024, parts: 128 },
     fileFilter: (_req, file, cb) => {
       if (isImageField(file.fieldname) || file.fieldname === 'mask') cb(null, true);
-      else cb(invalidRequest(`unexpected file field '${file.fieldname}'; send images as 'image' (or 'image[]') and the mask as 'mask'`, file.fieldname));
+      else cb(invalidRequest(`unexpected file field '${file.fieldname}'; send images as 'image' (or 'image[]') and the mask as 'mask'`, file.fieldname, 'unexpected_file_field'));
     },
   }).any();
 
@@ -55,15 +55,15 @@ function multerError(err: unknown): unknown {
       case 'LIMIT_FILE_SIZE':
         return tooLarge(`${field ?? 'file'} is larger than ${MAX_UPLOAD_BYTES / 1024 / 1024} MB, the most any model accepts`, field);
       case 'LIMIT_FILE_COUNT':
-        return invalidRequest(`too many files: at most ${MAX_FILES - 1} images and one mask`, 'image');
+        return invalidRequest(`too many files: at most ${MAX_FILES - 1} images and one mask`, 'image', 'too_many_images');
       case 'LIMIT_FIELD_VALUE':
         return tooLarge(`field ${field ?? ''} is too long`, field);
       default:
-        return invalidRequest(`malformed multipart body: ${err.message}`, field);
+        return invalidRequest(`malformed multipart body: ${err.message}`, field, 'invalid_multipart');
     }
   }
   if (err instanceof Error && /Unexpected end of form|Malformed part header|Multipart: Boundary not found/i.test(err.message)) {
-    return invalidRequest(`malformed multipart body: ${err.message}`);
+    return invalidRequest(`malformed multipart body: ${err.message}`, null, 'invalid_multipart');
   }
   return err;
 }

@@ -32,7 +32,8 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
     upstreamModel: (model: string) => routes.get(model)?.upstream,
     logger,
   };
-  const worker = createEditWorker(queueCfg, createRedis(env.REDIS_URL), (ctx) => processEdit(deps, ctx), {
+  const workerRedis = createRedis(env.REDIS_URL);
+  const worker = createEditWorker(queueCfg, workerRedis, (ctx) => processEdit(deps, ctx), {
     concurrency: env.WORKER_CONCURRENCY,
     lockDurationMs: env.WORKER_LOCK_DURATION_MS,
     stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
@@ -48,6 +49,8 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
       await reconciler.stop();
       await worker.close(); // waits for in-flight jobs to finish
       await queue.close();
+      // BullMQ closes only the connections it created itself
+      workerRedis.disconnect();
       redis.disconnect();
       store.destroy();
       await db.$disconnect();

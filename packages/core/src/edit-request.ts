@@ -51,7 +51,7 @@ export function parseEditFields(raw: Record<string, unknown>): EditFields {
   const flat: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
     if (Array.isArray(value)) {
-      if (value.length !== 1) throw invalidRequest(`${key} must be given once`, key);
+      if (value.length !== 1) throw invalidRequest(`${key} must be given once`, key, 'invalid_value');
       flat[key] = value[0];
     } else {
       flat[key] = value;
@@ -61,8 +61,8 @@ export function parseEditFields(raw: Record<string, unknown>): EditFields {
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const param = String(issue.path[0] ?? '') || null;
-    const message = issue.code === 'invalid_type' && issue.input === undefined ? `${param} is required` : issue.message;
-    throw invalidRequest(message, param);
+    const missing = issue.code === 'invalid_type' && issue.input === undefined;
+    throw invalidRequest(missing ? `${param} is required` : issue.message, param, missing ? 'missing_required_parameter' : 'invalid_value');
   }
   return result.data;
 }
@@ -131,9 +131,9 @@ export const DEFAULT_MAX_INPUT_PIXELS = 48_000_000;
  * mask size. Transparency (which needs pixels) is checked by the caller with `needsTransparencyCheck`.
  */
 export function checkImages(model: string, caps: ModelCapabilities, images: ImageFacts[], mask: ImageFacts | undefined, maxPixels = DEFAULT_MAX_INPUT_PIXELS): void {
-  if (images.length === 0) throw invalidRequest('image is required: send one or more image files', 'image');
+  if (images.length === 0) throw invalidRequest('image is required: send one or more image files', 'image', 'missing_required_parameter');
   if (images.length > caps.maxImages) {
-    throw invalidRequest(`model '${model}' accepts at most ${caps.maxImages} image${caps.maxImages === 1 ? '' : 's'}; got ${images.length}`, 'image');
+    throw invalidRequest(`model '${model}' accepts at most ${caps.maxImages} image${caps.maxImages === 1 ? '' : 's'}; got ${images.length}`, 'image', 'too_many_images');
   }
   const mb = (b: number) => `${Math.round((b / 1024 / 1024) * 10) / 10} MB`;
   for (const img of images) {

@@ -35,7 +35,7 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
 
   const imageFiles = input.files.filter((f) => isImageField(f.field)).sort(byImageIndex);
   const maskFiles = input.files.filter((f) => f.field === 'mask');
-  if (maskFiles.length > 1) throw invalidRequest('send at most one mask', 'mask');
+  if (maskFiles.length > 1) throw invalidRequest('send at most one mask', 'mask', 'too_many_masks');
   const maxPixels = deps.config.env.MAX_INPUT_PIXELS;
   const images = await Promise.all(imageFiles.map((f) => readFacts(f)));
   const mask = maskFiles[0] ? await readFacts(maskFiles[0]) : undefined;
