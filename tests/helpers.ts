@@ -1,5 +1,9 @@
 import sharp from 'sharp';
 
+/** Response bodies are arbitrary JSON that the assertions take apart. */
+// biome-ignore lint/suspicious/noExplicitAny: test-only JSON bodies, checked field by field by the assertions
+type Json = any;
+
 /** A multipart body as OpenAI clients send it. Files are [fieldName, bytes, filename, contentType]. */
 export function editForm(fields: Record<string, string>, files: [string, Buffer, string, string?][]): FormData {
   const form = new FormData();
@@ -8,12 +12,12 @@ export function editForm(fields: Record<string, string>, files: [string, Buffer,
   return form;
 }
 
-export async function post(url: string, key: string, form: FormData, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; body: any }> {
+export async function post(url: string, key: string, form: FormData, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; body: Json }> {
   const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${key}`, ...headers }, body: form });
   return { status: res.status, headers: res.headers, body: await res.json() };
 }
 
-export async function get(url: string, key: string): Promise<{ status: number; body: any }> {
+export async function get(url: string, key: string): Promise<{ status: number; body: Json }> {
   const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } });
   return { status: res.status, body: await res.json() };
 }
@@ -24,7 +28,7 @@ export async function decode(data: Buffer): Promise<{ format: string | undefined
   return { format: meta.format, width: info.width, height: info.height, raw, channels: info.channels };
 }
 
-export async function pollJob(base: string, key: string, id: string, timeoutMs = 30_000): Promise<any> {
+export async function pollJob(base: string, key: string, id: string, timeoutMs = 30_000): Promise<Json> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const { body } = await get(`${base}/v1/jobs/${id}`, key);

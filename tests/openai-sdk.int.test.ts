@@ -104,7 +104,7 @@ describe('official openai SDK as the client', () => {
     const got = upstream.requests[0]!;
     const sent = got.files.filter((f) => f.field === 'image[]' || f.field === 'image');
     expect(sent).toHaveLength(3);
-    sent.forEach((f, i) => expect(f.data.equals(images[i]!)).toBe(true));
+    for (const [i, f] of sent.entries()) expect(f.data.equals(images[i]!)).toBe(true);
     expect(got.fields).toMatchObject({ model: 'gpt-image-1', prompt: 'combine them', quality: 'high', background: 'opaque', output_format: 'webp', output_compression: '80', input_fidelity: 'high', size: '1536x1024' });
     expect(got.fields.response_format).toBeUndefined();
   });

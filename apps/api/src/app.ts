@@ -20,7 +20,7 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(
     pinoHttp({
       logger: deps.logger,
-      genReqId: (req, res) => {
+      genReqId: (_req, res) => {
         const id = `req_${randomUUID().replaceAll('-', '')}`;
         res.setHeader('x-request-id', id);
         return id;

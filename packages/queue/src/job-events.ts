@@ -30,8 +30,8 @@ export async function createJobEventHub(subscriber: Redis, prefix: string): Prom
   return {
     waitFor(jobId, accept, timeoutMs, signal) {
       return new Promise((resolve) => {
-        let set = waiters.get(jobId);
-        if (!set) waiters.set(jobId, (set = new Set()));
+        const set = waiters.get(jobId) ?? new Set<(e: JobEvent) => void>();
+        waiters.set(jobId, set);
         const done = (value: JobEvent | null) => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
