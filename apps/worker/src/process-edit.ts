@@ -71,6 +71,7 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
       }),
     );
     const won = await markSucceeded(deps.db, jobId, {
+      job,
       outputs,
       usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens },
     });

@@ -59,6 +59,7 @@ export interface NewJob {
 }
 
 export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
+  // no include: one INSERT; a new job has no usage yet
   const row = await db.job.create({
     data: {
       id: job.id,
@@ -70,9 +71,8 @@ export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
       metadata: json(job.metadata ?? {}),
       endUser: job.endUser ?? null,
     },
-    include: { usage: true },
   });
-  return toRecord(row);
+  return toRecord({ ...row, usage: null });
 }
 
 export async function getJob(db: Db, id: string): Promise<JobRecord | null> {
@@ -89,16 +89,18 @@ export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promis
 /** queued (or in_progress, after a crash) → in_progress, counting the attempt. Null when the job may not run. */
 export async function markStarted(db: Db, id: string): Promise<JobRecord | null> {
   const now = new Date();
-  const res = await db.job.updateMany({
-    where: { id, status: { in: movableFrom('in_progress') } },
-    data: { status: 'in_progress', attempts: { increment: 1 }, updatedAt: now },
-  });
-  if (res.count === 0) return null;
-  await db.job.updateMany({ where: { id, startedAt: null }, data: { startedAt: now } });
-  return getJob(db, id);
+  const runnable = { id, status: { in: movableFrom('in_progress') } };
+  const move = { status: 'in_progress' as const, attempts: { increment: 1 }, updatedAt: now };
+  // the first attempt also stamps started_at; later ones (retries, restarts after a crash) keep it
+  const first = await db.job.updateMany({ where: { ...runnable, startedAt: null }, data: { ...move, startedAt: now } });
+  if (first.count === 0 && (await db.job.updateMany({ where: runnable, data: move })).count === 0) return null;
+  const row = await db.job.findUnique({ where: { id } });
+  return row ? toRecord({ ...row, usage: null }) : null;
 }
 
 export interface SuccessInput {
+  /** the job as the worker loaded it: the usage row is billed to its key, model and provider */
+  job: Pick<JobRecord, 'apiKeyId' | 'model' | 'provider'>;
   outputs: StoredImage[];
   usage: { images: number; inputTokens?: number | undefined; outputTokens?: number | undefined };
 }
@@ -115,7 +117,7 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
       data: { status: 'succeeded', outputs: json(input.outputs), completedAt: now, updatedAt: now, error: undefined },
     });
     if (res.count === 0) return false;
-    const job = await tx.job.findUniqueOrThrow({ where: { id }, select: { apiKeyId: true, model: true, provider: true } });
+    const job = input.job;
     await tx.usage.create({
       data: {
         id: newId('usage'),
