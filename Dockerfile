@@ -12,7 +12,7 @@ COPY packages/providers/package.json packages/providers/
 COPY packages/testing/package.json packages/testing/
 COPY prisma prisma
 COPY scripts scripts
-RUN npm ci --ignore-scripts
+RUN npm install --no-audit --no-fund --ignore-scripts
 COPY . .
 RUN npm run db:generate
 ENV NODE_ENV=production PORT=8080
