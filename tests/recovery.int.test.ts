@@ -98,6 +98,24 @@ describe('recovery', () => {
     }
   });
 
+  it('a sync client that disconnects while waiting loses nothing: the job goes on and stays readable', async () => {
+    fake = await startFakeOpenAI();
+    const release = fake.hold();
+    svc = await startTestService({ OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: fake.url });
+    const hole = { x: 16, y: 16, width: 16, height: 16 };
+    const form = editForm({ prompt: 'a hat', model: 'dall-e-2', size: '256x256' }, [['image', await makePng(64, 64), 'in.png'], ['mask', await makeMask(64, 64, hole), 'mask.png']]);
+    const gone = new AbortController();
+    const pending = fetch(`${svc.url}/v1/images/edits`, { method: 'POST', headers: { authorization: `Bearer ${svc.apiKey}` }, body: form, signal: gone.signal });
+    await until(() => fake!.requests.length === 1);
+    gone.abort();
+    await expect(pending).rejects.toThrow();
+    release();
+    const row = await svc.db.job.findFirstOrThrow({ where: { apiKeyId: svc.apiKeyId } });
+    const done = await pollJob(svc.url, svc.apiKey, row.id);
+    expect(done.status).toBe('succeeded');
+    expect((await fetch(done.result.data[0].url)).status).toBe(200);
+  });
+
   it('SIGTERM lets the job in flight finish before the worker exits', async () => {
     fake = await startFakeOpenAI();
     const release = fake.hold();

@@ -24,7 +24,8 @@ export const envSchema = z.object({
   S3_BUCKET: z.string().min(3).default('image-edits'),
   S3_FORCE_PATH_STYLE: bool.optional(),
   LOCAL_S3_DIR: z.string().default('.data/s3'),
-  LOCAL_S3_PORT: int(0, 0),
+  // fixed, so result URLs handed out before a restart keep working
+  LOCAL_S3_PORT: int(9000, 0),
   SIGNED_URL_TTL_SECONDS: int(3600, 1).refine((v) => v <= 7 * 24 * 3600, 'SIGNED_URL_TTL_SECONDS must be at most 604800 (S3 limit)'),
   DEFAULT_MODEL: z.string().default('local-inpaint'),
   SYNC_TIMEOUT_SECONDS: int(600, 1),
