@@ -136,6 +136,18 @@ describe('official openai SDK as the client', () => {
     expect((err as Error).message).toContain('safety system');
   });
 
+  it('async mode from the SDK: Prefer: respond-async returns the job, client.get polls it (README example)', async () => {
+    const image = await png(await makePng(128, 128, { hole }));
+    const job = (await client.images.edit({ model: 'local-inpaint', image, prompt: 'x' }, { headers: { Prefer: 'respond-async' } })) as unknown as { id: string; status: string };
+    expect(job.status).toBe('queued');
+    let current = job;
+    for (let i = 0; i < 100 && !['succeeded', 'failed'].includes(current.status); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      current = await client.get(`/jobs/${job.id}`);
+    }
+    expect(current).toMatchObject({ id: job.id, status: 'succeeded', result: { data: [{ url: expect.any(String) }] } });
+  });
+
   it('lists the configured models', async () => {
     const ids: string[] = [];
     for await (const m of client.models.list()) ids.push(m.id);

@@ -1,9 +1,9 @@
 import type { RequestHandler, Router } from 'express';
 import { Router as createRouter } from 'express';
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 
 /** Prometheus metrics of one API process (a registry per app, so tests can build several). */
-export function createMetrics(): { middleware: RequestHandler; router: Router; jobsSubmitted: Counter } {
+export function createMetrics(): { middleware: RequestHandler; router: Router } {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const duration = new Histogram({
@@ -13,7 +13,6 @@ export function createMetrics(): { middleware: RequestHandler; router: Router; j
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
     registers: [registry],
   });
-  const jobsSubmitted = new Counter({ name: 'image_edit_jobs_submitted_total', help: 'Edit jobs accepted', labelNames: ['model', 'mode'], registers: [registry] });
   const middleware: RequestHandler = (req, res, next) => {
     const end = duration.startTimer();
     res.on('finish', () => {
@@ -26,5 +25,5 @@ export function createMetrics(): { middleware: RequestHandler; router: Router; j
   router.get('/metrics', async (_req, res) => {
     res.type(registry.contentType).send(await registry.metrics());
   });
-  return { middleware, router, jobsSubmitted };
+  return { middleware, router };
 }

@@ -1,4 +1,3 @@
-import { isFinal, type JobStatus } from '@image-edits/core';
 import type { JobRecord } from '@image-edits/db';
 import type { ObjectStore } from '@image-edits/storage';
 
@@ -57,5 +56,3 @@ export async function jobObject(job: JobRecord, store: ObjectStore, ttlSeconds: 
     urls: { get: `/v1/jobs/${job.id}` },
   };
 }
-
-export const FINAL = (status: JobStatus) => isFinal(status);
