@@ -40,7 +40,7 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
   const images = await Promise.all(imageFiles.map((f) => readFacts(f)));
   const mask = maskFiles[0] ? await readFacts(maskFiles[0]) : undefined;
   checkImages(route.id, route.capabilities, images, mask, maxPixels);
-  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(imageFiles[0]!.path, maxPixels))) {
+  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(imageFiles[0]!.path, images[0]!, maxPixels))) {
     throw noTransparencyError();
   }
 
@@ -85,11 +85,10 @@ async function readFacts(file: UploadedFile): Promise<ImageFacts> {
   }
 }
 
-async function hasTransparentPixel(path: string, maxPixels: number): Promise<boolean> {
-  const img = sharp(path, { limitInputPixels: maxPixels });
-  const meta = await img.metadata();
-  if (!meta.hasAlpha) return false;
-  const stats = await img.stats();
+/** Decodes the pixels (bounded by maxPixels, already checked on the header) only when there is an alpha channel. */
+async function hasTransparentPixel(path: string, facts: ImageFacts, maxPixels: number): Promise<boolean> {
+  if (!facts.hasAlpha) return false;
+  const stats = await sharp(path, { limitInputPixels: maxPixels }).stats();
   return (stats.channels[3]?.min ?? 255) === 0;
 }
 
