@@ -1,3 +1,4 @@
+import type { JobError } from '@image-edits/core';
 import type { JobRecord } from '@image-edits/db';
 import type { ObjectStore } from '@image-edits/storage';
 
@@ -35,10 +36,15 @@ export async function editResponse(job: JobRecord, store: ObjectStore, ttlSecond
   return body;
 }
 
+/** A job's error as clients see it: OpenAI's shape, without the HTTP status kept for sync mode. */
+export function publicError(error: JobError): Omit<JobError, 'status'> {
+  const { status: _httpStatus, ...visible } = error;
+  return visible;
+}
+
 /** The job object of design.md §3. */
 export async function jobObject(job: JobRecord, store: ObjectStore, ttlSeconds: number): Promise<Record<string, unknown>> {
   const seconds = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
-  const { status: _internal, ...error } = job.error ?? { status: undefined };
   return {
     id: job.id,
     object: 'image.edit.job',
@@ -50,7 +56,7 @@ export async function jobObject(job: JobRecord, store: ObjectStore, ttlSeconds: 
     completed_at: seconds(job.completedAt),
     attempts: job.attempts,
     result: job.status === 'succeeded' ? await editResponse(job, store, ttlSeconds) : null,
-    error: job.status === 'succeeded' || !job.error ? null : error,
+    error: job.status === 'succeeded' || !job.error ? null : publicError(job.error),
     usage: job.usage ? { images: job.usage.images, input_tokens: job.usage.inputTokens, output_tokens: job.usage.outputTokens } : null,
     metadata: job.metadata,
     urls: { get: `/v1/jobs/${job.id}` },

@@ -2,7 +2,7 @@ import { Router } from 'express';
 import { ServiceError } from '@image-edits/core';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
-import { editResponse, jobObject } from '../presenters';
+import { editResponse, jobObject, publicError } from '../presenters';
 import { multipartUpload, uploadedFiles } from '../uploads';
 import { submitEdit } from '../use-cases/submit-edit';
 import { waitForJob } from '../use-cases/wait-for-job';
@@ -40,7 +40,7 @@ export function editsRouter(deps: ApiDeps): Router {
       return;
     }
     const status = done.error?.status ?? (done.status === 'canceled' ? 409 : 500);
-    const { status: _s, ...error } = done.error ?? { message: `job ${done.status}`, type: 'server_error', code: `job_${done.status}` };
+    const error = done.error ? publicError(done.error) : { message: `job ${done.status}`, type: 'server_error', code: `job_${done.status}` };
     res.set('x-should-retry', status >= 500 ? 'true' : 'false').status(status).json({ error: { param: null, ...error } });
   });
   return router;
