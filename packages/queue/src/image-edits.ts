@@ -15,10 +15,12 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, backoffMs: 2000 };
 /** The producer side: the API's only way to put an edit job on the queue. */
 export interface EditQueue {
   enqueue(payload: ImageEditPayload): Promise<void>;
-  /** true when BullMQ still has the job to run (waiting, active, delayed, ...) */
-  has(jobId: string): Promise<boolean>;
-  /** enqueues again a job BullMQ lost or already finished with (the old entry would make add a no-op) */
-  requeue(payload: ImageEditPayload): Promise<void>;
+  /**
+   * Enqueues the job again unless BullMQ still has it to run (waiting, active, delayed, ...). A lost
+   * job is added; a finished or failed entry is removed first (it would make add a no-op).
+   * True when it was enqueued.
+   */
+  requeueIfMissing(payload: ImageEditPayload): Promise<boolean>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -40,16 +42,16 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retry: Retr
       // jobId = the row's id: adding the same job twice is a no-op in BullMQ
       await queue.add('edit', data, { jobId: data.jobId });
     },
-    async has(jobId) {
-      const state = await queue.getJobState(jobId);
-      return state !== 'unknown' && state !== 'completed' && state !== 'failed';
-    },
-    async requeue(payload) {
+    async requeueIfMissing(payload) {
       const data = imageEditPayload.parse(payload);
       const old = await queue.getJob(data.jobId);
-      if (old && (await old.isActive())) return;
-      if (old) await old.remove();
+      if (old) {
+        const state = await old.getState();
+        if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return false;
+        await old.remove();
+      }
       await queue.add('edit', data, { jobId: data.jobId });
+      return true;
     },
     async ping() {
       await connection.ping();
