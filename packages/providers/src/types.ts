@@ -30,6 +30,8 @@ export interface ProviderEditRequest {
   outputCompression?: number;
   inputFidelity?: string;
   user?: string;
+  /** Stability search-and-replace: what to find (the prompt says what to put there) */
+  searchPrompt?: string;
 }
 
 export interface OutputImage {

@@ -9,6 +9,7 @@ import OpenAI, {
 import type { ImageEditParamsNonStreaming, ImagesResponse } from 'openai/resources/images';
 import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult, ProviderUsage } from '../types';
 import { ProviderError } from '../types';
+import { CONTENT_POLICY_CODES, retryAfterMs } from '../shared/http-errors';
 
 /**
  * OpenAI and Azure OpenAI image edits through the official `openai` SDK. The SDK never retries
@@ -188,8 +189,6 @@ function invalidResponse(ctx: EditContext, message: string): ProviderError {
   return new ProviderError(ctx.providerId, message, { code: 'upstream_invalid_response', retryable: true });
 }
 
-const CONTENT_POLICY_CODES = new Set(['content_policy_violation', 'contentFilter', 'content_filter', 'moderation_blocked', 'ResponsibleAIPolicyViolation']);
-
 function classifyError(ctx: EditContext, err: unknown, signals: { caller: AbortSignal | undefined; deadline: AbortSignal }): ProviderError {
   const p = ctx.providerId;
   if (signals.caller?.aborted) {
@@ -242,20 +241,4 @@ function classifyError(ctx: EditContext, err: unknown, signals: { caller: AbortS
   }
   const message = err instanceof Error ? err.message : String(err);
   return new ProviderError(p, clean(message), { code: 'provider_error', retryable: false });
-}
-
-/** `retry-after-ms` (milliseconds) wins over `retry-after` (seconds or an HTTP date). */
-function retryAfterMs(headers: Headers | undefined): number | null {
-  if (!headers) return null;
-  const ms = headers.get('retry-after-ms');
-  if (ms !== null && ms.trim() !== '') {
-    const v = Number(ms);
-    if (Number.isFinite(v) && v >= 0) return Math.round(v);
-  }
-  const ra = headers.get('retry-after');
-  if (ra === null || ra.trim() === '') return null;
-  const seconds = Number(ra);
-  if (Number.isFinite(seconds)) return seconds >= 0 ? Math.round(seconds * 1000) : null;
-  const date = Date.parse(ra);
-  return Number.isNaN(date) ? null : Math.max(0, date - Date.now());
 }
