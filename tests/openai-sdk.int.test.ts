@@ -151,6 +151,11 @@ describe('official openai SDK as the client', () => {
   it('lists the configured models', async () => {
     const ids: string[] = [];
     for await (const m of client.models.list()) ids.push(m.id);
-    expect(ids).toEqual(expect.arrayContaining(['local-inpaint', 'dall-e-2', 'gpt-image-1', 'openai/gpt-image-1', 'azure-openai/gpt-image-1']));
+    expect(ids).toEqual(expect.arrayContaining(['local-inpaint', 'dall-e-2', 'gpt-image-1']));
+    // provider/model ids are not listed, but work: each model names the providers it can pin
+    expect(ids).not.toContain('azure-openai/gpt-image-1');
+    expect((await client.models.retrieve('gpt-image-1')).id).toBe('gpt-image-1');
+    expect(await client.models.retrieve('azure-openai/gpt-image-1')).toMatchObject({ id: 'azure-openai/gpt-image-1', owned_by: 'azure-openai' });
+    await expect(client.models.retrieve('dall-e-3')).rejects.toMatchObject({ status: 404 });
   });
 });

@@ -57,7 +57,7 @@ export async function jobObject(job: JobRecord, store: ObjectStore, ttlSeconds: 
     attempts: job.attempts,
     result: job.status === 'succeeded' ? await editResponse(job, store, ttlSeconds) : null,
     error: job.status === 'succeeded' || !job.error ? null : publicError(job.error),
-    usage: job.usage ? { images: job.usage.images, input_tokens: job.usage.inputTokens, output_tokens: job.usage.outputTokens } : null,
+    usage: job.usage ? { images: job.usage.images, input_tokens: job.usage.inputTokens, output_tokens: job.usage.outputTokens, cost_usd: job.usage.costUsd } : null,
     metadata: job.metadata,
     urls: { get: `/v1/jobs/${job.id}` },
   };

@@ -2,9 +2,9 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { buildModelRoutes, type ServiceConfig } from '@image-edits/core';
+import { buildModelRoutes, type ProviderId, type ServiceConfig } from '@image-edits/core';
 import { createDb } from '@image-edits/db';
-import { createEditQueue, createJobEventHub, createRedis, DEFAULT_RETRY } from '@image-edits/queue';
+import { createEditQueue, createJobEventHub, createRedis } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
 import pino, { type Logger } from 'pino';
 import { createApp } from './app';
@@ -25,11 +25,8 @@ export async function startApi(config: ServiceConfig, opts: { logger?: Logger } 
   const redis = createRedis(env.REDIS_URL);
   const store = createObjectStore(config.s3);
   await store.ensureBucket();
-  const queue = createEditQueue({ redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX }, redis, {
-    ...DEFAULT_RETRY,
-    attempts: env.JOB_ATTEMPTS,
-    backoffMs: env.JOB_BACKOFF_MS,
-  });
+  // retries per provider, from the registry: a job's first queue sets the policy of its first target
+  const queue = createEditQueue({ redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX }, redis, (provider) => config.registry.providers[provider as ProviderId]);
   const hub = await createJobEventHub(createRedis(env.REDIS_URL), env.QUEUE_PREFIX);
   const uploadDir = env.UPLOAD_DIR ?? path.join(os.tmpdir(), 'image-edits-uploads');
   const deps: ApiDeps = { config, db, store, queue, hub, redis, routes, logger, uploadDir };

@@ -3,27 +3,43 @@ import { rm } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import multer from 'multer';
-import { invalidRequest, KNOWN_MODELS, ServiceError, tooLarge } from '@image-edits/core';
+import { FAMILY_CAPABILITIES, invalidRequest, ServiceError, tooLarge } from '@image-edits/core';
+import { hybridStorage, MAX_IN_MEMORY_REQUEST_BYTES, type MemoryBudget, processMemoryBudget } from './upload-storage';
 
 /** The largest file any model accepts: the per-model limit is checked after parsing, when the model is known. */
-export const MAX_UPLOAD_BYTES = Math.max(...Object.values(KNOWN_MODELS).map((c) => c.maxImageBytes));
-const MAX_FILES = Math.max(...Object.values(KNOWN_MODELS).map((c) => c.maxImages)) + 1;
+export const MAX_UPLOAD_BYTES = Math.max(...Object.values(FAMILY_CAPABILITIES).map((c) => c.maxImageBytes));
+const MAX_FILES = Math.max(...Object.values(FAMILY_CAPABILITIES).map((c) => c.maxImages)) + 1;
 
 export interface UploadedFile {
   field: string;
   originalName: string;
-  path: string;
   size: number;
+  /** the bytes, when the upload was small enough to stay in memory */
+  buffer?: Buffer;
+  /** the temporary file otherwise */
+  path?: string;
+}
+
+export interface UploadOptions {
+  budget?: MemoryBudget;
+  maxInMemoryRequestBytes?: number;
 }
 
 /**
- * Multipart parsing straight to temporary files, so a 50 MB upload never sits whole in memory.
+ * Multipart parsing with bounded memory: a small request's files stay in memory (no temporary file to
+ * write, read back and delete), a large one's go to temporary files (see upload-storage.ts).
  * Field names as OpenAI clients send them: `image`, `image[]`, repeated `image`, `image[N]`, `mask`.
  */
-export function multipartUpload(uploadDir: string): RequestHandler {
+export function multipartUpload(uploadDir: string, opts: UploadOptions = {}): RequestHandler {
   mkdirSync(uploadDir, { recursive: true });
+  const hybrid = hybridStorage({
+    dir: uploadDir,
+    filename: () => randomUUID(),
+    budget: opts.budget ?? processMemoryBudget,
+    maxRequestBytes: opts.maxInMemoryRequestBytes ?? MAX_IN_MEMORY_REQUEST_BYTES,
+  });
   const upload = multer({
-    storage: multer.diskStorage({ destination: uploadDir, filename: (_req, _file, cb) => cb(null, randomUUID()) }),
+    storage: hybrid.storage,
     limits: { fileSize: MAX_UPLOAD_BYTES + 1, files: MAX_FILES, fields: 64, fieldSize: 256 * 1024, parts: 128 },
     fileFilter: (_req, file, cb) => {
       if (isImageField(file.fieldname) || file.fieldname === 'mask') cb(null, true);
@@ -32,19 +48,38 @@ export function multipartUpload(uploadDir: string): RequestHandler {
   }).any();
 
   return (req, res, next) => {
-    // temporary files go when the response ends, whatever happened; rm with force ignores the missing
-    res.on('close', () => {
-      for (const f of uploadedFiles(req)) rm(f.path, { force: true }).catch(() => undefined);
-    });
+    hybrid.admit(req);
+    releasers.set(req, () => hybrid.release(req));
+    // whatever happened, the uploads go when the response ends (or earlier: releaseUploads)
+    res.on('close', () => releaseUploads(req));
     upload(req, res, (err: unknown) => next(err ? multerError(err) : undefined));
   };
+}
+
+const releasers = new WeakMap<Request, () => void>();
+
+/**
+ * Drops the request's uploads: temporary files deleted (rm with force ignores the missing), buffers
+ * let go and their bytes returned to the budget. Safe to call more than once; the route calls it as
+ * soon as the inputs are stored, so a sync request does not hold them while it waits.
+ */
+export function releaseUploads(req: Request): void {
+  for (const f of uploadedFiles(req)) if (f.path) rm(f.path, { force: true }).catch(() => undefined);
+  req.files = [];
+  releasers.get(req)?.();
 }
 
 export const isImageField = (name: string) => name === 'image' || name === 'image[]' || /^image\[\d+\]$/.test(name);
 
 export function uploadedFiles(req: Request): UploadedFile[] {
   const files = (req.files ?? []) as Express.Multer.File[];
-  return files.map((f) => ({ field: f.fieldname, originalName: f.originalname, path: f.path, size: f.size }));
+  return files.map((f) => ({
+    field: f.fieldname,
+    originalName: f.originalname,
+    size: f.size,
+    ...(f.buffer ? { buffer: f.buffer } : {}),
+    ...(f.path ? { path: f.path } : {}),
+  }));
 }
 
 function multerError(err: unknown): unknown {

@@ -1,7 +1,7 @@
-import type { JobError } from '@image-edits/core';
-import { getJob, markFailed, markStarted, markSucceeded, recordAttemptError, type Db } from '@image-edits/db';
+import { editCost, type JobError, type ProviderSettings } from '@image-edits/core';
+import { getJob, markFailed, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, type Db } from '@image-edits/db';
 import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
-import { type EditJobContext, permanent, publishJobEvent } from '@image-edits/queue';
+import { backoffDelay, type EditJobContext, type EditQueue, permanent, ProviderThrottled, publishJobEvent } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -13,8 +13,10 @@ export interface WorkerDeps {
   redis: Redis;
   prefix: string;
   providers: Map<string, EditProvider>;
-  /** upstream model (or Azure deployment) per public model id */
-  upstreamModel: (publicModel: string) => string | undefined;
+  /** per-provider retry and rate-limit settings from the registry */
+  settings: (provider: string) => ProviderSettings;
+  /** where a job goes when it falls back to its next target */
+  queue: Pick<EditQueue, 'enqueue'>;
   logger: Logger;
 }
 
@@ -25,21 +27,23 @@ export interface WorkerDeps {
  */
 export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void> {
   const { jobId } = ctx.payload;
-  const log = deps.logger.child({ jobId, attempt: ctx.attempt });
-  const job = await markStarted(deps.db, jobId);
+  const targetIndex = ctx.payload.target ?? 0;
+  const log = deps.logger.child({ jobId, attempt: ctx.attempt, target: targetIndex });
+  const job = await markStarted(deps.db, jobId, targetIndex);
   if (!job) {
     const current = await getJob(deps.db, jobId);
-    log.info({ status: current?.status ?? 'missing' }, 'job not runnable; skipped');
+    log.info({ status: current?.status ?? 'missing', currentTarget: current?.targetIndex }, 'job not runnable on this target; skipped');
     return;
   }
   await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' });
 
-  const provider = deps.providers.get(job.provider);
-  const upstream = deps.upstreamModel(job.model);
-  if (!provider || !upstream) {
+  const target = job.targets[targetIndex];
+  const provider = target ? deps.providers.get(target.provider) : undefined;
+  if (!target || !provider) {
     await fail(deps, jobId, { message: `model '${job.model}' is no longer configured on this worker`, type: 'server_error', code: 'provider_not_configured', status: 500 });
-    throw permanent(`provider ${job.provider} not configured`);
+    throw permanent(`provider ${target?.provider ?? job.provider} not configured`);
   }
+  const settings = deps.settings(target.provider);
 
   try {
     // inputs are re-read from S3 on every attempt: a retry always re-sends the full upload
@@ -47,7 +51,7 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     const mask = job.inputs.mask ? await loadImage(deps.store, job.inputs.mask) : undefined;
     const p = job.params;
     const request: ProviderEditRequest = {
-      model: upstream,
+      model: target.upstream,
       prompt: p.prompt,
       images,
       ...(mask ? { mask } : {}),
@@ -59,6 +63,7 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
       ...(p.output_compression !== undefined ? { outputCompression: p.output_compression } : {}),
       ...(p.input_fidelity !== undefined ? { inputFidelity: p.input_fidelity } : {}),
       ...(p.user !== undefined ? { user: p.user } : {}),
+      ...(p.search_prompt !== undefined ? { searchPrompt: p.search_prompt } : {}),
     };
     const started = Date.now();
     const result = await provider.edit(request, { signal: ctx.signal });
@@ -70,20 +75,38 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
         return { key, format: img.format, bytes: img.data.length, width: meta.width ?? 0, height: meta.height ?? 0, ...(img.revisedPrompt ? { revisedPrompt: img.revisedPrompt } : {}) };
       }),
     );
+    const costUsd = editCost(target.price, { quality: p.quality, outputs, usage: result.usage });
     const won = await markSucceeded(deps.db, jobId, {
-      job,
+      job: { apiKeyId: job.apiKeyId, model: job.model, provider: target.provider },
       outputs,
-      usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens },
+      usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens, size: p.size, quality: p.quality, costUsd },
     });
-    log.info({ provider: job.provider, model: job.model, images: outputs.length, ms: Date.now() - started, recorded: won }, 'edit finished');
+    log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: won }, 'edit finished');
     if (won) await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'succeeded' });
   } catch (err) {
     const error = toJobError(err);
-    const retry = isRetryable(err) && !ctx.isLastAttempt;
-    if (retry) {
+    const retryable = isRetryable(err);
+    // a 429 pauses this provider's queue instead of spending an attempt, a bounded number of times
+    const rateLimitWaits = ctx.starts - ctx.attempt;
+    if (err instanceof ProviderError && err.code === 'rate_limited' && rateLimitWaits < settings.maxRateLimitWaits) {
+      const waitMs = err.retryAfterMs ?? backoffDelay(rateLimitWaits + 1, settings.backoffMs, null);
+      log.warn({ provider: target.provider, waitMs }, 'provider rate limited; its queue waits');
+      await recordAttemptError(deps.db, jobId, error);
+      throw new ProviderThrottled(waitMs);
+    }
+    if (retryable && !ctx.isLastAttempt) {
       log.warn({ code: error.code, message: error.message }, 'attempt failed; will retry');
       await recordAttemptError(deps.db, jobId, error);
       throw err;
+    }
+    const next = job.targets[targetIndex + 1];
+    if (retryable && next) {
+      // this target's retries are spent: the next target takes over, on its provider's queue
+      if (await moveToNextTarget(deps.db, jobId, targetIndex, next, error)) {
+        await deps.queue.enqueue(next.provider, { jobId, target: targetIndex + 1 });
+        log.warn({ code: error.code, from: target.provider, to: next.provider }, 'target spent; falling back to the next one');
+      }
+      return;
     }
     log.warn({ code: error.code, message: error.message }, 'job failed');
     await fail(deps, jobId, error);

@@ -11,7 +11,7 @@ export async function reconcileOnce(deps: { db: Db; queue: EditQueue; logger: Lo
   const stale = await findStaleUnfinished(deps.db, new Date(Date.now() - graceMs), batch);
   let requeued = 0;
   for (const job of stale) {
-    if (!(await deps.queue.requeueIfMissing({ jobId: job.id }))) continue;
+    if (!(await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex }))) continue;
     await touchJob(deps.db, job.id);
     requeued++;
     deps.logger.warn({ jobId: job.id, status: job.status }, 'job missing from the queue; enqueued again');

@@ -1,4 +1,4 @@
-import { buildModelRoutes, type ServiceConfig } from '@image-edits/core';
+import { configuredProviders, type ProviderId, type ServiceConfig } from '@image-edits/core';
 import { createDb } from '@image-edits/db';
 import { buildProviders } from '@image-edits/providers';
 import { createEditQueue, createEditWorker, createRedis } from '@image-edits/queue';
@@ -16,38 +16,38 @@ export interface RunningWorker {
 export async function startWorker(config: ServiceConfig, opts: { logger?: Logger } = {}): Promise<RunningWorker> {
   const env = config.env;
   const logger = opts.logger ?? pino({ level: env.LOG_LEVEL, name: 'worker' });
-  const routes = buildModelRoutes(config);
-  const db = createDb(env.DATABASE_URL, { poolSize: Math.max(4, Math.min(env.DATABASE_POOL_SIZE, env.WORKER_CONCURRENCY + 2)) });
+  const providers = buildProviders(config);
+  const settings = (provider: string) => config.registry.providers[provider as ProviderId];
+  const totalConcurrency = [...providers.keys()].reduce((n, p) => n + settings(p).concurrency, 0);
+  const db = createDb(env.DATABASE_URL, { poolSize: Math.max(4, Math.min(env.DATABASE_POOL_SIZE, totalConcurrency + 2)) });
   const store = createObjectStore(config.s3);
   await store.ensureBucket();
   const redis = createRedis(env.REDIS_URL);
   const queueCfg = { redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX };
-  const queue = createEditQueue(queueCfg, redis, { attempts: env.JOB_ATTEMPTS, backoffMs: env.JOB_BACKOFF_MS });
-  const deps = {
-    db,
-    store,
-    redis,
-    prefix: env.QUEUE_PREFIX,
-    providers: buildProviders(config),
-    upstreamModel: (model: string) => routes.get(model)?.upstream,
-    logger,
-  };
+  const queue = createEditQueue(queueCfg, redis, (provider) => settings(provider));
+  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, logger };
+  // one BullMQ worker per configured provider: a slow or throttled provider holds only its own slots
   const workerRedis = createRedis(env.REDIS_URL);
-  const worker = createEditWorker(queueCfg, workerRedis, (ctx) => processEdit(deps, ctx), {
-    concurrency: env.WORKER_CONCURRENCY,
-    lockDurationMs: env.WORKER_LOCK_DURATION_MS,
-    stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
+  const workers = [...configuredProviders(config)].filter((p) => providers.has(p)).map((provider) => {
+    const s = settings(provider);
+    const worker = createEditWorker(queueCfg, workerRedis, provider, (ctx) => processEdit(deps, ctx), {
+      concurrency: s.concurrency,
+      lockDurationMs: env.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
+      rateLimit: s.rateLimit,
+    });
+    worker.on('error', (err) => logger.error({ err, provider }, 'worker error'));
+    return worker;
   });
-  worker.on('error', (err) => logger.error({ err }, 'worker error'));
-  await worker.waitUntilReady();
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
   const reconciler = startReconciler({ db, queue, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
-  logger.info({ concurrency: env.WORKER_CONCURRENCY, providers: [...deps.providers.keys()] }, 'worker ready');
+  logger.info({ providers: Object.fromEntries([...providers.keys()].map((p) => [p, settings(p).concurrency])) }, 'worker ready');
 
   return {
     logger,
     async close() {
       await reconciler.stop();
-      await worker.close(); // waits for in-flight jobs to finish
+      await Promise.all(workers.map((w) => w.close())); // each waits for its in-flight jobs
       await queue.close();
       // BullMQ closes only the connections it created itself
       workerRedis.disconnect();

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { z } from 'zod';
+import { buildRegistry, parseRegistryDocument, type Registry, RegistryError } from './registry';
 
 /**
  * The service's configuration, parsed once at startup from an environment object (only the apps'
@@ -38,6 +41,19 @@ export const envSchema = z.object({
   OPENAI_API_VERSION: z.string().default('2025-04-01-preview'),
   /** model=deployment pairs, comma separated: "gpt-image-1=my-gpt-image,dall-e-2=dalle" */
   AZURE_OPENAI_DEPLOYMENTS: z.string().default(''),
+  STABILITY_API_KEY: optionalString,
+  STABILITY_BASE_URL: optionalString,
+  GEMINI_API_KEY: optionalString,
+  GEMINI_BASE_URL: optionalString,
+  FAL_KEY: optionalString,
+  /** replaces https://queue.fal.run (a proxy, or a fake in tests) */
+  FAL_BASE_URL: optionalString,
+  REPLICATE_API_TOKEN: optionalString,
+  REPLICATE_BASE_URL: optionalString,
+  /** a registry file (config/models.json's shape) merged over the built-in one */
+  MODEL_REGISTRY_FILE: optionalString,
+  /** inline registry JSON merged last */
+  MODEL_REGISTRY: optionalString,
   PROVIDER_TIMEOUT_MS: int(600_000, 1000),
   WORKER_CONCURRENCY: int(8, 1),
   JOB_ATTEMPTS: int(3, 1),
@@ -54,7 +70,11 @@ export interface ServiceConfig {
   env: Env;
   s3: { endpoint?: string; region: string; bucket: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle: boolean };
   azureDeployments: Record<string, string>;
+  registry: Registry;
 }
+
+/** The built-in registry, shipped with the code. */
+export const DEFAULT_REGISTRY_FILE = path.resolve(__dirname, '../../../config/models.json');
 
 export class ConfigError extends Error {}
 
@@ -75,6 +95,7 @@ export function parseConfig(source: Record<string, string | undefined>): Service
   return {
     env,
     azureDeployments,
+    registry: loadRegistry(env),
     s3: {
       ...(env.AWS_ENDPOINT_URL_S3 ? { endpoint: env.AWS_ENDPOINT_URL_S3 } : {}),
       region: env.AWS_REGION,
@@ -85,4 +106,39 @@ export function parseConfig(source: Record<string, string | undefined>): Service
       forcePathStyle: env.S3_FORCE_PATH_STYLE ?? !!env.AWS_ENDPOINT_URL_S3,
     },
   };
+}
+
+function loadRegistry(env: Env): Registry {
+  const readJson = (file: string, name: string): unknown => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`invalid configuration:\n  ${name}: cannot read ${file}: ${(err as Error).message}`);
+    }
+    return parseJson(text, `${name} (${file})`);
+  };
+  const parseJson = (text: string, name: string): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError(`invalid configuration:\n  ${name}: not valid JSON: ${(err as Error).message}`);
+    }
+  };
+  try {
+    const docs = [parseRegistryDocument(readJson(DEFAULT_REGISTRY_FILE, 'built-in registry'), 'config/models.json')];
+    if (env.MODEL_REGISTRY_FILE) docs.push(parseRegistryDocument(readJson(env.MODEL_REGISTRY_FILE, 'MODEL_REGISTRY_FILE'), env.MODEL_REGISTRY_FILE));
+    if (env.MODEL_REGISTRY) docs.push(parseRegistryDocument(parseJson(env.MODEL_REGISTRY, 'MODEL_REGISTRY'), 'MODEL_REGISTRY'));
+    return buildRegistry(docs, {
+      concurrency: env.WORKER_CONCURRENCY,
+      attempts: env.JOB_ATTEMPTS,
+      backoffMs: env.JOB_BACKOFF_MS,
+      rateLimit: null,
+      maxRateLimitWaits: 10,
+      timeoutMs: env.PROVIDER_TIMEOUT_MS,
+    });
+  } catch (err) {
+    if (err instanceof RegistryError) throw new ConfigError(err.message);
+    throw err;
+  }
 }

@@ -1,11 +1,11 @@
 import { describe, expect, it } from '@jest/globals';
 import { checkEditParams, checkImages, type ImageFacts, parseEditFields } from './edit-request';
 import { ServiceError } from './errors';
-import { KNOWN_MODELS } from './models';
+import { FAMILY_CAPABILITIES } from './models';
 
-const dalle = KNOWN_MODELS['dall-e-2']!;
-const gpt = KNOWN_MODELS['gpt-image-1']!;
-const mini = KNOWN_MODELS['gpt-image-1-mini']!;
+const dalle = FAMILY_CAPABILITIES['dall-e-2'];
+const gpt = FAMILY_CAPABILITIES['gpt-image'];
+const mini = { ...FAMILY_CAPABILITIES['gpt-image'], inputFidelities: [] };
 
 function rejection(fn: () => unknown): { status: number; param: string | null; code: string | null; message: string } {
   try {

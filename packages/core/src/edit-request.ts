@@ -28,6 +28,8 @@ export const editFieldsSchema = z.object({
   input_fidelity: oneOf('input_fidelity', ['high', 'low']).optional(),
   stream: z.union([z.boolean(), z.enum(['true', 'false'])]).optional(),
   partial_images: intField('partial_images', 0, 3).optional(),
+  /** Stability search-and-replace: what to find in the image */
+  search_prompt: z.string().max(10000, 'search_prompt must be at most 10000 characters').optional(),
 });
 
 export type EditFields = z.infer<typeof editFieldsSchema>;
@@ -44,6 +46,7 @@ export interface EditParams {
   output_format?: ImageFormat;
   output_compression?: number;
   input_fidelity?: string;
+  search_prompt?: string;
 }
 
 /** Multipart repeats a field as an array; a text field must appear once. */
@@ -96,6 +99,10 @@ export function checkEditParams(model: string, caps: ModelCapabilities, f: EditF
   if (f.input_fidelity !== undefined && !caps.inputFidelities.includes(f.input_fidelity)) {
     throw unsupported('input_fidelity', f.input_fidelity, caps.inputFidelities);
   }
+  if (caps.needsSearchPrompt && !f.search_prompt?.trim()) {
+    throw invalidRequest(`search_prompt is required by model '${model}': it names what to find and replace`, 'search_prompt', 'missing_required_parameter');
+  }
+  if (!caps.needsSearchPrompt && f.search_prompt !== undefined) throw unsupported('search_prompt', f.search_prompt, []);
   if (f.background === 'transparent' && f.output_format === 'jpeg') {
     throw invalidRequest("background 'transparent' needs output_format png or webp", 'background', 'unsupported_parameter');
   }
@@ -108,6 +115,7 @@ export function checkEditParams(model: string, caps: ModelCapabilities, f: EditF
   if (f.output_format !== undefined) params.output_format = f.output_format as ImageFormat;
   if (f.output_compression !== undefined) params.output_compression = f.output_compression;
   if (f.input_fidelity !== undefined) params.input_fidelity = f.input_fidelity;
+  if (f.search_prompt !== undefined) params.search_prompt = f.search_prompt;
   return params;
 }
 
@@ -151,6 +159,7 @@ export function checkImages(model: string, caps: ModelCapabilities, images: Imag
     }
   }
   if (mask) {
+    if (!caps.acceptsMask) throw invalidRequest(`mask is not supported by model '${model}'; send the image without a mask`, 'mask', 'unsupported_parameter');
     if (mask.format !== 'png') {
       throw invalidRequest(`mask must be a PNG image; the uploaded file is ${mask.format === undefined ? 'not a readable image' : `a ${mask.format.toUpperCase()} image`}`, 'mask', 'invalid_image_format');
     }

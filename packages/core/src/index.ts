@@ -4,4 +4,6 @@ export * from './models';
 export * from './edit-request';
 export * from './job';
 export * from './config';
+export * from './registry';
 export * from './routes';
+export * from './pricing';

@@ -1,3 +1,4 @@
+import type { ModelPrice, ProviderId } from './models';
 /** Job statuses and the moves between them. Postgres holds the status; this is the one rule book. */
 export const JOB_STATUSES = ['queued', 'in_progress', 'succeeded', 'failed', 'canceled', 'expired'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -50,4 +51,12 @@ export interface JobError {
   code: string;
   param?: string | null;
   status?: number;
+}
+
+/** One target of a job's route as stored on the row: self-contained, so a registry change never strands a job. */
+export interface JobTarget {
+  provider: ProviderId;
+  upstream: string;
+  /** the effective price (the target's own, else the model's) */
+  price: ModelPrice;
 }

@@ -1,8 +1,10 @@
 /**
- * What each model family accepts (reference.md §1). Validation in the API reads these, so limits
+ * What each model family accepts (reference.md §1, §3). The registry (config/models.json) names a
+ * family per model and may override any field; validation in the API reads the result, so limits
  * are right per model: 4 MB PNG for dall-e-2, 50 MB png/jpeg/webp for GPT image models.
  */
-export type ModelFamily = 'dall-e-2' | 'gpt-image' | 'local';
+export const MODEL_FAMILIES = ['dall-e-2', 'gpt-image', 'local', 'stability', 'gemini', 'flux'] as const;
+export type ModelFamily = (typeof MODEL_FAMILIES)[number];
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
 export interface ModelCapabilities {
@@ -16,8 +18,12 @@ export interface ModelCapabilities {
   defaultSize: string;
   /** the input image must be square */
   requiresSquare: boolean;
+  /** a mask may be sent (false: sending one is a 400, never silently dropped) */
+  acceptsMask: boolean;
   /** without a mask, the image itself must have transparent pixels */
   needsTransparencyWithoutMask: boolean;
+  /** Stability search-and-replace: `search_prompt` is required */
+  needsSearchPrompt: boolean;
   qualities: string[];
   backgrounds: string[];
   outputFormats: ImageFormat[];
@@ -26,6 +32,8 @@ export interface ModelCapabilities {
 }
 
 const MB = 1024 * 1024;
+/** Providers that keep the input's size get their output resized to these (the adapter does it). */
+const RESIZABLE_SIZES = ['auto', '256x256', '512x512', '1024x1024', '1536x1024', '1024x1536'];
 
 const DALL_E_2: ModelCapabilities = {
   family: 'dall-e-2',
@@ -37,7 +45,9 @@ const DALL_E_2: ModelCapabilities = {
   sizes: ['256x256', '512x512', '1024x1024'],
   defaultSize: '1024x1024',
   requiresSquare: true,
+  acceptsMask: true,
   needsTransparencyWithoutMask: true,
+  needsSearchPrompt: false,
   qualities: ['standard'],
   backgrounds: [],
   outputFormats: ['png'],
@@ -55,7 +65,9 @@ const GPT_IMAGE: ModelCapabilities = {
   sizes: ['1024x1024', '1536x1024', '1024x1536', 'auto'],
   defaultSize: 'auto',
   requiresSquare: false,
+  acceptsMask: true,
   needsTransparencyWithoutMask: false,
+  needsSearchPrompt: false,
   qualities: ['low', 'medium', 'high', 'auto'],
   backgrounds: ['transparent', 'opaque', 'auto'],
   outputFormats: ['png', 'jpeg', 'webp'],
@@ -73,22 +85,116 @@ const LOCAL_INPAINT: ModelCapabilities = {
   supportsOutputCompression: true,
 };
 
-/** Upstream model names this service knows, with what they accept. */
-export const KNOWN_MODELS: Record<string, ModelCapabilities> = {
-  'local-inpaint': LOCAL_INPAINT,
-  'dall-e-2': DALL_E_2,
-  'gpt-image-1': GPT_IMAGE,
-  'gpt-image-1-mini': { ...GPT_IMAGE, inputFidelities: [] },
-  'gpt-image-1.5': GPT_IMAGE,
+/** Stability's Stable Image edit: one image, mask (or its alpha) where to edit, output keeps the input size. */
+const STABILITY: ModelCapabilities = {
+  family: 'stability',
+  maxImages: 1,
+  imageFormats: ['png', 'jpeg', 'webp'],
+  // Stability refuses requests over 10 MiB; the mask it gets is our small grayscale conversion
+  maxImageBytes: 9 * MB,
+  maxMaskBytes: 4 * MB,
+  maxPromptChars: 10000,
+  sizes: RESIZABLE_SIZES,
+  defaultSize: 'auto',
+  requiresSquare: false,
+  acceptsMask: true,
+  needsTransparencyWithoutMask: true,
+  needsSearchPrompt: false,
+  qualities: ['auto'],
+  backgrounds: ['auto'],
+  outputFormats: ['png', 'jpeg', 'webp'],
+  supportsOutputCompression: false,
+  inputFidelities: [],
 };
 
-export type ProviderId = 'local' | 'openai' | 'azure-openai';
+/**
+ * Gemini image models: reference images inline, no mask parameter (the adapter sends a highlighted
+ * copy of the canvas with an instruction), output re-encoded to the asked format.
+ */
+const GEMINI: ModelCapabilities = {
+  family: 'gemini',
+  maxImages: 3,
+  imageFormats: ['png', 'jpeg', 'webp'],
+  maxImageBytes: 20 * MB,
+  maxMaskBytes: 4 * MB,
+  maxPromptChars: 32000,
+  sizes: RESIZABLE_SIZES,
+  defaultSize: 'auto',
+  requiresSquare: false,
+  acceptsMask: true,
+  needsTransparencyWithoutMask: false,
+  needsSearchPrompt: false,
+  qualities: ['auto'],
+  backgrounds: ['auto', 'opaque'],
+  outputFormats: ['png', 'jpeg', 'webp'],
+  supportsOutputCompression: true,
+  inputFidelities: [],
+};
+
+/** FLUX Fill (fal, Replicate): one image, a mask (or its alpha) is required, jpeg or png out. */
+const FLUX: ModelCapabilities = {
+  family: 'flux',
+  maxImages: 1,
+  imageFormats: ['png', 'jpeg', 'webp'],
+  // sent inline as data URIs (Replicate's inline limit is 10 MB for image and mask together)
+  maxImageBytes: 9 * MB,
+  maxMaskBytes: 4 * MB,
+  maxPromptChars: 10000,
+  sizes: RESIZABLE_SIZES,
+  defaultSize: 'auto',
+  requiresSquare: false,
+  acceptsMask: true,
+  needsTransparencyWithoutMask: true,
+  needsSearchPrompt: false,
+  qualities: ['auto'],
+  backgrounds: ['auto'],
+  outputFormats: ['png', 'jpeg'],
+  supportsOutputCompression: false,
+  inputFidelities: [],
+};
+
+/** The capabilities each family starts from; a registry entry may override any field. */
+export const FAMILY_CAPABILITIES: Record<ModelFamily, ModelCapabilities> = {
+  'dall-e-2': DALL_E_2,
+  'gpt-image': GPT_IMAGE,
+  local: LOCAL_INPAINT,
+  stability: STABILITY,
+  gemini: GEMINI,
+  flux: FLUX,
+};
+
+export const PROVIDER_IDS = ['local', 'openai', 'azure-openai', 'stability', 'gemini', 'fal', 'replicate'] as const;
+export type ProviderId = (typeof PROVIDER_IDS)[number];
+
+/** USD prices of a model (config/models.json); see pricing.ts for how a job's cost is computed. */
+export interface ModelPrice {
+  /** flat price per output image */
+  perImage?: number | undefined;
+  /** per output image by its size ("1024x1024") */
+  bySize?: Record<string, number> | undefined;
+  /** per output image by quality, then size */
+  byQuality?: Record<string, Record<string, number>> | undefined;
+  /** per started megapixel of each output image */
+  perMegapixel?: number | undefined;
+  /** per million tokens, used when the provider reports token usage */
+  tokens?: { inputText: number; inputImage: number; output: number } | undefined;
+}
+
+/** One place a model can run: which provider, and its upstream model (or Azure deployment). */
+export interface RouteTarget {
+  provider: ProviderId;
+  upstream: string;
+  /** what this target costs, when it differs from the model's price */
+  price?: ModelPrice | undefined;
+}
 
 export interface ModelRoute {
   /** public id clients send as `model` */
   id: string;
-  provider: ProviderId;
-  /** model name (OpenAI) or deployment name (Azure) upstream */
-  upstream: string;
+  /** set on `provider/model` ids: the model they pin to one provider */
+  aliasOf?: string | undefined;
+  /** tried in order: the next one takes over when one's retries are spent on retryable errors */
+  targets: RouteTarget[];
   capabilities: ModelCapabilities;
+  price: ModelPrice;
 }

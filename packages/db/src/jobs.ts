@@ -1,4 +1,4 @@
-import { type EditParams, type JobError, type JobInputs, type JobStatus, movableFrom, newId, type StoredImage } from '@image-edits/core';
+import { type EditParams, type JobError, type JobInputs, type JobStatus, type JobTarget, movableFrom, newId, type StoredImage } from '@image-edits/core';
 import type { Db } from './client';
 import type { Prisma } from './generated/prisma/client';
 
@@ -9,6 +9,9 @@ export interface JobRecord {
   status: JobStatus;
   model: string;
   provider: string;
+  /** the route resolved at submission, tried in order */
+  targets: JobTarget[];
+  targetIndex: number;
   params: EditParams;
   inputs: JobInputs;
   outputs: StoredImage[] | null;
@@ -19,7 +22,7 @@ export interface JobRecord {
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
-  usage: { images: number; inputTokens: number | null; outputTokens: number | null } | null;
+  usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number } | null;
 }
 
 type Row = Prisma.JobGetPayload<{ include: { usage: true } }>;
@@ -31,6 +34,8 @@ function toRecord(row: Row): JobRecord {
     status: row.status,
     model: row.model,
     provider: row.provider,
+    targets: row.targets as unknown as JobTarget[],
+    targetIndex: row.targetIndex,
     params: row.params as unknown as EditParams,
     inputs: row.inputs as unknown as JobInputs,
     outputs: (row.outputs as unknown as StoredImage[] | null) ?? null,
@@ -41,7 +46,7 @@ function toRecord(row: Row): JobRecord {
     createdAt: row.createdAt,
     startedAt: row.startedAt,
     completedAt: row.completedAt,
-    usage: row.usage ? { images: row.usage.images, inputTokens: row.usage.inputTokens, outputTokens: row.usage.outputTokens } : null,
+    usage: row.usage ? { images: row.usage.images, inputTokens: row.usage.inputTokens, outputTokens: row.usage.outputTokens, costUsd: Number(row.usage.costUsd) } : null,
   };
 }
 
@@ -52,6 +57,7 @@ export interface NewJob {
   apiKeyId: string;
   model: string;
   provider: string;
+  targets: JobTarget[];
   params: EditParams;
   inputs: JobInputs;
   metadata?: Record<string, string>;
@@ -66,6 +72,7 @@ export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
       apiKeyId: job.apiKeyId,
       model: job.model,
       provider: job.provider,
+      targets: json(job.targets),
       params: json(job.params),
       inputs: json(job.inputs),
       metadata: json(job.metadata ?? {}),
@@ -86,10 +93,13 @@ export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promis
   return row ? toRecord(row) : null;
 }
 
-/** queued (or in_progress, after a crash) → in_progress, counting the attempt. Null when the job may not run. */
-export async function markStarted(db: Db, id: string): Promise<JobRecord | null> {
+/**
+ * queued (or in_progress, after a crash or a retry) → in_progress, counting the attempt. Null when
+ * the job may not run, or is no longer on `targetIndex` (a stale queue entry after a fallback).
+ */
+export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<JobRecord | null> {
   const now = new Date();
-  const runnable = { id, status: { in: movableFrom('in_progress') } };
+  const runnable = { id, targetIndex, status: { in: movableFrom('in_progress') } };
   const move = { status: 'in_progress' as const, attempts: { increment: 1 }, updatedAt: now };
   // the first attempt also stamps started_at; later ones (retries, restarts after a crash) keep it
   const first = await db.job.updateMany({ where: { ...runnable, startedAt: null }, data: { ...move, startedAt: now } });
@@ -102,7 +112,7 @@ export interface SuccessInput {
   /** the job as the worker loaded it: the usage row is billed to its key, model and provider */
   job: Pick<JobRecord, 'apiKeyId' | 'model' | 'provider'>;
   outputs: StoredImage[];
-  usage: { images: number; inputTokens?: number | undefined; outputTokens?: number | undefined };
+  usage: { images: number; inputTokens?: number | undefined; outputTokens?: number | undefined; size?: string | undefined; quality?: string | undefined; costUsd: number };
 }
 
 /**
@@ -118,6 +128,7 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
     });
     if (res.count === 0) return false;
     const job = input.job;
+    const u = input.usage;
     await tx.usage.create({
       data: {
         id: newId('usage'),
@@ -125,13 +136,29 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
         apiKeyId: job.apiKeyId,
         model: job.model,
         provider: job.provider,
-        images: input.usage.images,
-        inputTokens: input.usage.inputTokens ?? null,
-        outputTokens: input.usage.outputTokens ?? null,
+        images: u.images,
+        inputTokens: u.inputTokens ?? null,
+        outputTokens: u.outputTokens ?? null,
+        size: u.size ?? null,
+        quality: u.quality ?? null,
+        costUsd: u.costUsd,
       },
     });
     return true;
   });
+}
+
+/**
+ * Fallback: the current target's retries are spent, the job moves on to the next one (still
+ * in_progress, with the last error kept). Conditional on the target index, so two workers racing
+ * on the same failure move it once. False when the job was not on target `fromIndex` any more.
+ */
+export async function moveToNextTarget(db: Db, id: string, fromIndex: number, next: { provider: string }, lastError: JobError): Promise<boolean> {
+  const res = await db.job.updateMany({
+    where: { id, targetIndex: fromIndex, status: { in: ['queued', 'in_progress'] } },
+    data: { targetIndex: fromIndex + 1, provider: next.provider, error: json(lastError), updatedAt: new Date() },
+  });
+  return res.count > 0;
 }
 
 export async function markFailed(db: Db, id: string, error: JobError): Promise<boolean> {
@@ -149,10 +176,10 @@ export async function recordAttemptError(db: Db, id: string, error: JobError): P
 }
 
 /** Unfinished jobs not touched for a while: candidates for re-enqueueing when Redis lost them. */
-export async function findStaleUnfinished(db: Db, olderThan: Date, limit: number): Promise<{ id: string; status: JobStatus }[]> {
+export async function findStaleUnfinished(db: Db, olderThan: Date, limit: number): Promise<{ id: string; status: JobStatus; provider: string; targetIndex: number }[]> {
   return db.job.findMany({
     where: { status: { in: ['queued', 'in_progress'] }, updatedAt: { lt: olderThan } },
-    select: { id: true, status: true },
+    select: { id: true, status: true, provider: true, targetIndex: true },
     orderBy: { updatedAt: 'asc' },
     take: limit,
   });

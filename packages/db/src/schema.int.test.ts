@@ -11,7 +11,7 @@ import { dropDatabase, listMigrations, migrate } from './migrate';
  * nullability, every enum value, every unique and index.
  */
 const url = `postgresql://postgres@127.0.0.1:5432/image_edits_schema_${process.pid}`;
-const SCALAR_TO_PG: Record<string, string> = { String: 'text', Int: 'integer', DateTime: 'timestamp without time zone', Json: 'jsonb', Boolean: 'boolean', BigInt: 'bigint', Float: 'double precision' };
+const SCALAR_TO_PG: Record<string, string> = { String: 'text', Int: 'integer', DateTime: 'timestamp without time zone', Json: 'jsonb', Boolean: 'boolean', BigInt: 'bigint', Float: 'double precision', Decimal: 'numeric' };
 
 let pg: Client;
 beforeAll(async () => {

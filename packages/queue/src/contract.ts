@@ -2,11 +2,25 @@ import { z } from 'zod';
 
 /** Queue names. Never rename one: jobs already waiting in Redis under the old name would be orphaned. */
 export const QUEUES = {
+  /** base name: each provider has its own queue, `image-edits.<provider>` (see editQueueName) */
   imageEdits: 'image-edits',
 } as const;
 
+/**
+ * One queue per provider, so a slow or throttled provider only holds up its own jobs, with its own
+ * concurrency, rate limit and retry policy.
+ */
+export const editQueueName = (provider: string) => `${QUEUES.imageEdits}.${provider}`;
+
 /** Payloads carry ids, never image bytes. Schemas only grow, with optional fields. */
-export const imageEditPayload = z.object({ jobId: z.string().regex(/^job_[0-9a-z]+$/) });
+export const imageEditPayload = z.object({
+  jobId: z.string().regex(/^job_[0-9a-z]+$/),
+  /** index of the route target this run is for (fallback moves it on); absent = 0 */
+  target: z.number().int().min(0).optional(),
+});
+
+/** BullMQ job id: the row id for the first target, so adding the same job twice is a no-op; `.N` after a fallback. */
+export const bullJobId = (payload: ImageEditPayload) => (payload.target ? `${payload.jobId}.${payload.target}` : payload.jobId);
 export type ImageEditPayload = z.infer<typeof imageEditPayload>;
 
 /** Redis pub/sub channel (under the queue prefix) on which workers announce job status changes. */

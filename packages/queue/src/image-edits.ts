@@ -1,7 +1,7 @@
-import { Queue, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
+import { type MinimalJob, Queue, RateLimitError, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { type ImageEditPayload, imageEditPayload, QUEUES } from './contract';
 import type { QueueConfig } from './connection';
+import { bullJobId, editQueueName, type ImageEditPayload, imageEditPayload } from './contract';
 
 export interface RetryPolicy {
   /** total tries, first included */
@@ -12,59 +12,73 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, backoffMs: 2000 };
 
-/** The producer side: the API's only way to put an edit job on the queue. */
+/** The producer side: the only way to put an edit job on a provider's queue. */
 export interface EditQueue {
-  enqueue(payload: ImageEditPayload): Promise<void>;
+  enqueue(provider: string, payload: ImageEditPayload): Promise<void>;
   /**
    * Enqueues the job again unless BullMQ still has it to run (waiting, active, delayed, ...). A lost
    * job is added; a finished or failed entry is removed first (it would make add a no-op).
    * True when it was enqueued.
    */
-  requeueIfMissing(payload: ImageEditPayload): Promise<boolean>;
+  requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<boolean>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
 
-export function createEditQueue(cfg: QueueConfig, connection: Redis, retry: RetryPolicy = DEFAULT_RETRY): EditQueue {
-  const queue = new Queue(QUEUES.imageEdits, {
-    connection,
-    prefix: cfg.prefix,
-    defaultJobOptions: {
-      attempts: retry.attempts,
-      backoff: { type: 'exponential', delay: retry.backoffMs, jitter: 0.5 },
-      removeOnComplete: { age: 3600, count: 10_000 },
-      removeOnFail: { age: 7 * 24 * 3600 },
-    },
-  });
+/** Queue objects are made on first use, one per provider, all on the one connection. */
+export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (provider: string) => RetryPolicy = () => DEFAULT_RETRY): EditQueue {
+  const queues = new Map<string, Queue>();
+  const queueFor = (provider: string): Queue => {
+    let queue = queues.get(provider);
+    if (!queue) {
+      const retry = retryFor(provider);
+      queue = new Queue(editQueueName(provider), {
+        connection,
+        prefix: cfg.prefix,
+        defaultJobOptions: {
+          attempts: retry.attempts,
+          backoff: { type: BACKOFF_TYPE, delay: retry.backoffMs },
+          removeOnComplete: { age: 3600, count: 10_000 },
+          removeOnFail: { age: 7 * 24 * 3600 },
+        },
+      });
+      queues.set(provider, queue);
+    }
+    return queue;
+  };
   return {
-    async enqueue(payload) {
+    async enqueue(provider, payload) {
       const data = imageEditPayload.parse(payload);
-      // jobId = the row's id: adding the same job twice is a no-op in BullMQ
-      await queue.add('edit', data, { jobId: data.jobId });
+      await queueFor(provider).add('edit', data, { jobId: bullJobId(data) });
     },
-    async requeueIfMissing(payload) {
+    async requeueIfMissing(provider, payload) {
       const data = imageEditPayload.parse(payload);
-      const old = await queue.getJob(data.jobId);
+      const queue = queueFor(provider);
+      const old = await queue.getJob(bullJobId(data));
       if (old) {
         const state = await old.getState();
         if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return false;
         await old.remove();
       }
-      await queue.add('edit', data, { jobId: data.jobId });
+      await queue.add('edit', data, { jobId: bullJobId(data) });
       return true;
     },
     async ping() {
       await connection.ping();
     },
-    close: () => queue.close(),
+    async close() {
+      await Promise.all([...queues.values()].map((q) => q.close()));
+    },
   };
 }
 
 export interface EditJobContext {
   payload: ImageEditPayload;
-  /** 1 on the first try */
+  /** 1 on the first try on this target (waits for a rate limit do not count) */
   attempt: number;
   isLastAttempt: boolean;
+  /** how many times BullMQ has started this job on this target, rate-limit waits and crashes included */
+  starts: number;
   signal: AbortSignal;
 }
 
@@ -73,6 +87,8 @@ export interface WorkerOptions {
   /** how long a job's lock lives without renewal: after a crash, the job is retried this much later */
   lockDurationMs: number;
   stalledIntervalMs: number;
+  /** at most `max` jobs started per `durationMs`, across every worker of this provider */
+  rateLimit?: { max: number; durationMs: number } | null;
 }
 
 export const DEFAULT_WORKER_OPTIONS: WorkerOptions = { concurrency: 8, lockDurationMs: 30_000, stalledIntervalMs: 30_000 };
@@ -80,25 +96,61 @@ export const DEFAULT_WORKER_OPTIONS: WorkerOptions = { concurrency: 8, lockDurat
 /** A failure that must not be retried. */
 export const permanent = (message: string) => new UnrecoverableError(message);
 
-/** The consumer side: runs `process` for every edit job; the payload is checked again on arrival. */
+/**
+ * Thrown by a processor when the provider said 429: the whole provider queue pauses for `waitMs`
+ * (every worker, through Redis) and the job goes back to waiting without spending an attempt.
+ */
+export class ProviderThrottled extends Error {
+  constructor(readonly waitMs: number) {
+    super(`provider rate limited; queue paused for ${waitMs} ms`);
+    this.name = 'ProviderThrottled';
+  }
+}
+
+const BACKOFF_TYPE = 'exponential-retry-after';
+
+/**
+ * Exponential backoff with full jitter on the upper half (base × 2^(n-1) × [0.5, 1)), but never
+ * sooner than the upstream's Retry-After when the error carries one.
+ */
+export function backoffDelay(attemptsMade: number, baseMs: number, retryAfterMs: number | null | undefined): number {
+  const exp = baseMs * 2 ** Math.max(0, attemptsMade - 1);
+  const jittered = Math.round(exp * (0.5 + Math.random() * 0.5));
+  return Math.max(jittered, retryAfterMs ?? 0);
+}
+
+/** Without a limiter BullMQ ignores manual rate limits: this one never limits by itself. */
+const NO_LIMIT = { max: 1_000_000, duration: 1000 };
+
+/** The consumer side for one provider's queue; the payload is checked again on arrival. */
 export function createEditWorker(
   cfg: QueueConfig,
   connection: Redis,
+  provider: string,
   process: (ctx: EditJobContext) => Promise<void>,
   opts: WorkerOptions = DEFAULT_WORKER_OPTIONS,
 ): Worker {
-  return new Worker(
-    QUEUES.imageEdits,
+  const worker: Worker = new Worker(
+    editQueueName(provider),
     async (job: BullJob, _token?: string, signal?: AbortSignal) => {
       const parsed = imageEditPayload.safeParse(job.data);
       if (!parsed.success) throw new UnrecoverableError(`invalid payload for job ${job.id}: ${parsed.error.message}`);
       const attempts = job.opts.attempts ?? 1;
-      await process({
-        payload: parsed.data,
-        attempt: job.attemptsMade + 1,
-        isLastAttempt: job.attemptsMade + 1 >= attempts,
-        signal: signal ?? new AbortController().signal,
-      });
+      try {
+        await process({
+          payload: parsed.data,
+          attempt: job.attemptsMade + 1,
+          isLastAttempt: job.attemptsMade + 1 >= attempts,
+          starts: job.attemptsStarted,
+          signal: signal ?? new AbortController().signal,
+        });
+      } catch (err) {
+        if (err instanceof ProviderThrottled) {
+          await worker.rateLimit(err.waitMs);
+          throw new RateLimitError();
+        }
+        throw err;
+      }
     },
     {
       connection,
@@ -108,6 +160,15 @@ export function createEditWorker(
       stalledInterval: opts.stalledIntervalMs,
       // a job whose worker died twice is still retried, not failed
       maxStalledCount: 3,
+      limiter: opts.rateLimit ? { max: opts.rateLimit.max, duration: opts.rateLimit.durationMs } : NO_LIMIT,
+      settings: {
+        backoffStrategy: (attemptsMade: number, _type?: string, err?: Error, job?: MinimalJob) => {
+          const backoff = job?.opts.backoff;
+          const base = typeof backoff === 'object' && backoff.delay !== undefined ? backoff.delay : DEFAULT_RETRY.backoffMs;
+          return backoffDelay(attemptsMade, base, (err as { retryAfterMs?: number | null } | undefined)?.retryAfterMs);
+        },
+      },
     },
   );
+  return worker;
 }

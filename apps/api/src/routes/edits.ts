@@ -3,7 +3,7 @@ import { ServiceError } from '@image-edits/core';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { editResponse, jobObject, publicError } from '../presenters';
-import { multipartUpload, uploadedFiles } from '../uploads';
+import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
 import { submitEdit } from '../use-cases/submit-edit';
 import { waitForJob } from '../use-cases/wait-for-job';
 
@@ -15,6 +15,8 @@ export function editsRouter(deps: ApiDeps): Router {
   const router = Router();
   router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), async (req, res) => {
     const job = await submitEdit(deps, { apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req) });
+    // the inputs are in S3 now: a sync request does not hold their bytes (or disk) while it waits
+    releaseUploads(req);
     const location = `/v1/jobs/${job.id}`;
     res.set('x-job-id', job.id);
     if (prefersAsync(req.get('prefer'))) {

@@ -40,27 +40,32 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
   const images = await Promise.all(imageFiles.map((f) => readFacts(f)));
   const mask = maskFiles[0] ? await readFacts(maskFiles[0]) : undefined;
   checkImages(route.id, route.capabilities, images, mask, maxPixels);
-  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(imageFiles[0]!.path, images[0]!, maxPixels))) {
+  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(imageFiles[0]!, images[0]!, maxPixels))) {
     throw noTransparencyError();
   }
 
   const jobId = newId('job');
-  const stored: JobInputs = {
-    images: await Promise.all(images.map((facts, i) => storeInput(deps, imageFiles[i]!, facts, inputImageKey(jobId, i, extensionFor(facts.format!))))),
-  };
-  if (mask && maskFiles[0]) stored.mask = await storeInput(deps, maskFiles[0], mask, inputMaskKey(jobId));
+  // every input at once: the puts wait on S3, not on this process
+  const [storedImages, storedMask] = await Promise.all([
+    Promise.all(images.map((facts, i) => storeInput(deps, imageFiles[i]!, facts, inputImageKey(jobId, i, extensionFor(facts.format!))))),
+    mask && maskFiles[0] ? storeInput(deps, maskFiles[0], mask, inputMaskKey(jobId)) : undefined,
+  ]);
+  const stored: JobInputs = { images: storedImages };
+  if (storedMask) stored.mask = storedMask;
 
   const job = await insertJob(deps.db, {
     id: jobId,
     apiKeyId: input.apiKeyId,
     model: route.id,
-    provider: route.provider,
+    provider: route.targets[0]!.provider,
+    // the route as resolved now, with prices: a later registry change never strands this job
+    targets: route.targets.map((t) => ({ provider: t.provider, upstream: t.upstream, price: t.price ?? route.price })),
     params,
     inputs: stored,
     ...(params.user ? { endUser: params.user } : {}),
   });
   try {
-    await deps.queue.enqueue({ jobId });
+    await deps.queue.enqueue(route.targets[0]!.provider, { jobId });
   } catch (err) {
     // The row is the source of truth: the worker's reconciler enqueues queued jobs Redis does not know.
     deps.logger.warn({ err, jobId }, 'enqueue failed; the reconciler will enqueue the job');
@@ -77,7 +82,7 @@ function byImageIndex(a: UploadedFile, b: UploadedFile): number {
 async function readFacts(file: UploadedFile): Promise<ImageFacts> {
   try {
     // metadata reads the header only: no pixels are decoded, so a decompression bomb costs nothing here
-    const meta = await sharp(file.path).metadata();
+    const meta = await sharp(source(file)).metadata();
     const format: string | undefined = meta.format;
     return { field: file.field, format, width: meta.width ?? 0, height: meta.height ?? 0, bytes: file.size, hasAlpha: meta.hasAlpha ?? false };
   } catch {
@@ -86,14 +91,22 @@ async function readFacts(file: UploadedFile): Promise<ImageFacts> {
 }
 
 /** Decodes the pixels (bounded by maxPixels, already checked on the header) only when there is an alpha channel. */
-async function hasTransparentPixel(path: string, facts: ImageFacts, maxPixels: number): Promise<boolean> {
+async function hasTransparentPixel(file: UploadedFile, facts: ImageFacts, maxPixels: number): Promise<boolean> {
   if (!facts.hasAlpha) return false;
-  const stats = await sharp(path, { limitInputPixels: maxPixels }).stats();
+  const stats = await sharp(source(file), { limitInputPixels: maxPixels }).stats();
   return (stats.channels[3]?.min ?? 255) === 0;
 }
 
 async function storeInput(deps: Pick<ApiDeps, 'store'>, file: UploadedFile, facts: ImageFacts, key: string): Promise<StoredImage> {
   const format = facts.format as StoredImage['format'];
-  await deps.store.put(key, createReadStream(file.path), { contentType: CONTENT_TYPES[format] ?? 'application/octet-stream', contentLength: file.size });
+  const src = source(file);
+  await deps.store.put(key, typeof src === 'string' ? createReadStream(src) : src, { contentType: CONTENT_TYPES[format] ?? 'application/octet-stream', contentLength: file.size });
   return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
+}
+
+/** The upload's bytes when kept in memory, else its temporary file. */
+function source(file: UploadedFile): Buffer | string {
+  const src = file.buffer ?? file.path;
+  if (src === undefined) throw new Error(`upload ${file.field} has neither bytes nor a file`);
+  return src;
 }
