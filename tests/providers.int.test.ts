@@ -1,13 +1,18 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import {
   type FakeFal,
+  type FakeGemini,
   type FakeOpenAI,
+  type FakeReplicate,
   type FakeStability,
   makeMask,
   makePng,
   openAIError,
+  falError,
   startFakeFal,
+  startFakeGemini,
   startFakeOpenAI,
+  startFakeReplicate,
   startFakeStability,
   startTestService,
   type TestService,
@@ -23,6 +28,8 @@ let openai: FakeOpenAI;
 let azure: FakeOpenAI;
 let stability: FakeStability;
 let fal: FakeFal;
+let gemini: FakeGemini;
+let replicate: FakeReplicate;
 let png: Buffer;
 let mask: Buffer;
 
@@ -31,6 +38,8 @@ beforeAll(async () => {
   azure = await startFakeOpenAI({ azure: { apiKey: 'azure-key' } });
   stability = await startFakeStability({ apiKey: 'sk-stability' });
   fal = await startFakeFal({ apiKey: 'fal-key' });
+  gemini = await startFakeGemini({ apiKey: 'gemini-key' });
+  replicate = await startFakeReplicate({ apiKey: 'r8_token' });
   svc = await startTestService({
     OPENAI_API_KEY: 'sk-upstream',
     OPENAI_BASE_URL: openai.url,
@@ -41,8 +50,12 @@ beforeAll(async () => {
     STABILITY_BASE_URL: stability.url,
     FAL_KEY: 'fal-key',
     FAL_BASE_URL: fal.url,
+    GEMINI_API_KEY: 'gemini-key',
+    GEMINI_BASE_URL: gemini.url,
+    REPLICATE_API_TOKEN: 'r8_token',
+    REPLICATE_BASE_URL: replicate.url,
     // three tries per target, quick backoff; openai's queue runs 2 at a time
-    MODEL_REGISTRY: JSON.stringify({ providers: { openai: { attempts: 3, backoffMs: 50, concurrency: 2 }, 'azure-openai': { attempts: 3, backoffMs: 50 }, stability: { attempts: 3, backoffMs: 50 } } }),
+    MODEL_REGISTRY: JSON.stringify({ providers: { openai: { attempts: 3, backoffMs: 50, concurrency: 2 }, 'azure-openai': { attempts: 3, backoffMs: 50 }, stability: { attempts: 3, backoffMs: 50 }, fal: { attempts: 2, backoffMs: 50 } } }),
   });
   png = await makePng(256, 256, { hole: { x: 64, y: 64, width: 64, height: 64 } });
   mask = await makeMask(256, 256, { x: 64, y: 64, width: 64, height: 64 });
@@ -50,7 +63,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await svc?.stop();
-  await Promise.all([openai?.close(), azure?.close(), stability?.close(), fal?.close()]);
+  await Promise.all([openai?.close(), azure?.close(), stability?.close(), fal?.close(), gemini?.close(), replicate?.close()]);
 });
 
 beforeEach(() => {
@@ -58,6 +71,8 @@ beforeEach(() => {
   azure.reset();
   stability.reset();
   fal.reset();
+  gemini.reset();
+  replicate.reset();
 });
 
 const submit = (fields: Record<string, string>, files: [string, Buffer, string, string?][] = [['image', png, 'in.png'], ['mask', mask, 'mask.png']]) =>
@@ -194,6 +209,43 @@ describe('providers through the pipeline', () => {
     expect(fal.submissions).toHaveLength(1);
     expect((await usageRow(job.id))?.costUsd.toNumber()).toBe(0.1);
   });
+
+  it('gemini: the mask is sent as a highlighted copy with an instruction, never dropped', async () => {
+    const res = await submit({ model: 'gemini-2.5-flash-image', size: '1536x1024' });
+    const job = await pollJob(svc.url, svc.apiKey, res.body.id);
+    expect(job.status).toBe('succeeded');
+    expect(job.provider).toBe('gemini');
+    const sent = gemini.requests[0]!;
+    expect(sent.headers['x-goog-api-key']).toBe('gemini-key');
+    expect(sent.parts.filter((p) => p.inlineData)).toHaveLength(2);
+    expect(sent.parts.find((p) => p.text)?.text).toContain('a red balloon');
+    expect(sent.generationConfig).toMatchObject({ imageConfig: { aspectRatio: '3:2' } });
+    const out = await decode(Buffer.from(await (await fetch(job.result.data[0].url)).arrayBuffer()));
+    expect([out.width, out.height]).toEqual([1536, 1024]);
+    // token usage reported by Gemini is what the job is priced on
+    expect(job.usage.output_tokens).toBeGreaterThan(0);
+  });
+
+  it('replicate: FLUX Fill predictions polled to completion', async () => {
+    replicate.planPredictions({ steps: ['starting', 'processing'] });
+    const res = await submit({ model: 'replicate/flux-fill-pro', output_format: 'jpeg' });
+    const job = await pollJob(svc.url, svc.apiKey, res.body.id);
+    expect(job.status).toBe('succeeded');
+    expect(job.provider).toBe('replicate');
+    expect(replicate.predictions[0]!.model).toBe('black-forest-labs/flux-fill-pro');
+    expect(replicate.predictions[0]!.input).toMatchObject({ prompt: 'a red balloon', output_format: 'jpg' });
+    expect((await usageRow(job.id))?.costUsd.toNumber()).toBe(0.05);
+  });
+
+  it('flux-fill-pro falls back from fal to Replicate when fal keeps failing', async () => {
+    fal.respondWith({ submit: falError(502, 'Bad gateway') }, { times: Infinity });
+    const res = await submit({ model: 'flux-fill-pro' });
+    const job = await pollJob(svc.url, svc.apiKey, res.body.id);
+    expect(job.status).toBe('succeeded');
+    expect(job.provider).toBe('replicate');
+    expect(job.attempts).toBe(3);
+    expect(replicate.predictions).toHaveLength(1);
+  });
 });
 
 describe('validation from the registry', () => {
@@ -227,7 +279,8 @@ describe('validation from the registry', () => {
     expect(byId['gpt-image-1'].providers).toEqual(['openai', 'azure-openai']);
     expect(byId['dall-e-2'].capabilities.max_image_bytes).toBe(4 * 1024 * 1024);
     expect(byId['gpt-image-1'].capabilities.max_image_bytes).toBe(50 * 1024 * 1024);
-    expect(byId['flux-fill-pro'].providers).toEqual(['fal']);
+    expect(byId['flux-fill-pro'].providers).toEqual(['fal', 'replicate']);
+    expect(byId['flux-fill-pro'].pricing).toEqual({ perMegapixel: 0.05 });
     expect(byId['stable-image-inpaint'].pricing).toEqual({ perImage: 0.03 });
   });
 });
