@@ -83,6 +83,30 @@ describe('recovery', () => {
     expect(await outputObjects(svc, jobId)).toEqual([`jobs/${jobId}/output/0.png`]);
   });
 
+  it('a job that takes its worker down every time is given up, not retried forever', async () => {
+    fake = await startFakeOpenAI();
+    fake.hold();
+    svc = await startTestService(
+      { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: fake.url, WORKER_LOCK_DURATION_MS: '1500', WORKER_STALLED_INTERVAL_MS: '500', RECONCILE_INTERVAL_MS: '300', RECONCILE_GRACE_MS: '0' },
+      { worker: false },
+    );
+    const jobId = await submitDalle(svc);
+    // BullMQ gives a job up after it stalled more than 3 times: four workers die on it
+    for (let run = 1; run <= 4; run++) {
+      const w = spawnWorker(svc.testEnv.env);
+      await until(() => fake!.requests.length === run, 40_000);
+      w.kill('SIGKILL');
+      await exited(w);
+    }
+    spawnWorker(svc.testEnv.env);
+    const done = await pollJob(svc.url, svc.apiKey, jobId, 40_000);
+    expect(done.status).toBe('failed');
+    expect(done.error).toMatchObject({ code: 'worker_crashed', type: 'server_error' });
+    // and nobody ran it a fifth time
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(fake.requests.length).toBe(4);
+  }, 120_000);
+
   it('jobs queued in Postgres but lost from Redis are enqueued again by the reconciler', async () => {
     svc = await startTestService({ OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: 'http://127.0.0.1:9', RECONCILE_INTERVAL_MS: '300', RECONCILE_GRACE_MS: '0' }, { worker: false });
     fake = await startFakeOpenAI();

@@ -1,4 +1,4 @@
-import { findStaleUnfinished, touchJob, type Db } from '@image-edits/db';
+import { findStaleUnfinished, markFailed, touchJob, type Db } from '@image-edits/db';
 import type { EditQueue } from '@image-edits/queue';
 import type { Logger } from 'pino';
 
@@ -11,7 +11,19 @@ export async function reconcileOnce(deps: { db: Db; queue: EditQueue; logger: Lo
   const stale = await findStaleUnfinished(deps.db, new Date(Date.now() - graceMs), batch);
   let requeued = 0;
   for (const job of stale) {
-    if (!(await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex }))) continue;
+    const outcome = await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex });
+    if (outcome === 'present') continue;
+    if (outcome === 'failed') {
+      // a poison job: it took its worker down every time it ran; feeding it to the next one would loop forever
+      await markFailed(deps.db, job.id, {
+        message: 'The edit stopped the worker running it several times (a crash or running out of memory) and was given up; it may be submitted again',
+        type: 'server_error',
+        code: 'worker_crashed',
+        status: 500,
+      });
+      deps.logger.error({ jobId: job.id, provider: job.provider }, 'job failed in the queue after repeated worker crashes; marked failed');
+      continue;
+    }
     await touchJob(deps.db, job.id);
     requeued++;
     deps.logger.warn({ jobId: job.id, status: job.status }, 'job missing from the queue; enqueued again');

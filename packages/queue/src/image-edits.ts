@@ -16,11 +16,12 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, backoffMs: 2000 };
 export interface EditQueue {
   enqueue(provider: string, payload: ImageEditPayload): Promise<void>;
   /**
-   * Enqueues the job again unless BullMQ still has it to run (waiting, active, delayed, ...). A lost
-   * job is added; a finished or failed entry is removed first (it would make add a no-op).
-   * True when it was enqueued.
+   * Enqueues the job again unless BullMQ still has it to run (waiting, active, delayed, ...): a lost
+   * job is added (a completed entry is removed first: it would make add a no-op). A job BullMQ
+   * failed (its worker died on it more than maxStalledCount times) is left alone: 'failed' tells
+   * the caller to give it up rather than feed it to the next worker.
    */
-  requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<boolean>;
+  requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<'enqueued' | 'present' | 'failed'>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -57,11 +58,12 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (
       const old = await queue.getJob(bullJobId(data));
       if (old) {
         const state = await old.getState();
-        if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return false;
+        if (state === 'failed') return 'failed';
+        if (state !== 'completed' && state !== 'unknown') return 'present';
         await old.remove();
       }
       await queue.add('edit', data, { jobId: bullJobId(data) });
-      return true;
+      return 'enqueued';
     },
     async ping() {
       await connection.ping();
