@@ -55,7 +55,7 @@ beforeAll(async () => {
     REPLICATE_API_TOKEN: 'r8_token',
     REPLICATE_BASE_URL: replicate.url,
     // three tries per target, quick backoff; openai's queue runs 2 at a time
-    MODEL_REGISTRY: JSON.stringify({ providers: { openai: { attempts: 3, backoffMs: 50, concurrency: 2 }, 'azure-openai': { attempts: 3, backoffMs: 50 }, stability: { attempts: 3, backoffMs: 50 }, fal: { attempts: 2, backoffMs: 50 } } }),
+    MODEL_REGISTRY: JSON.stringify({ providers: { openai: { attempts: 3, backoffMs: 50, concurrency: 2 }, 'azure-openai': { attempts: 3, backoffMs: 50 }, stability: { attempts: 3, backoffMs: 50 }, fal: { attempts: 2, backoffMs: 50 }, gemini: { rateLimit: { max: 1, durationMs: 1000 } } } }),
   });
   png = await makePng(256, 256, { hole: { x: 64, y: 64, width: 64, height: 64 } });
   mask = await makeMask(256, 256, { x: 64, y: 64, width: 64, height: 64 });
@@ -146,6 +146,21 @@ describe('isolation', () => {
     } finally {
       release();
     }
+  });
+});
+
+describe('rate limits from the registry', () => {
+  it('starts at most max jobs per duration for a provider (gemini: 1 per second)', async () => {
+    const arrivals: number[] = [];
+    gemini.respondWith(() => {
+      arrivals.push(Date.now());
+      return undefined;
+    }, { times: 3 });
+    const subs = await Promise.all([1, 2, 3].map(() => submit({ model: 'gemini-2.5-flash-image' })));
+    for (const r of subs) expect((await pollJob(svc.url, svc.apiKey, r.body.id)).status).toBe('succeeded');
+    expect(arrivals).toHaveLength(3);
+    arrivals.sort((a, b) => a - b);
+    expect(arrivals[2]! - arrivals[0]!).toBeGreaterThanOrEqual(1900);
   });
 });
 
