@@ -18,6 +18,10 @@ export interface JobRecord {
   error: JobError | null;
   metadata: Record<string, string>;
   endUser: string | null;
+  webhookUrl: string | null;
+  webhookEvents: string[];
+  deadlineAt: Date | null;
+  cancelRequestedAt: Date | null;
   attempts: number;
   createdAt: Date;
   startedAt: Date | null;
@@ -42,6 +46,10 @@ function toRecord(row: Row): JobRecord {
     error: (row.error as unknown as JobError | null) ?? null,
     metadata: row.metadata as Record<string, string>,
     endUser: row.endUser,
+    webhookUrl: row.webhookUrl,
+    webhookEvents: row.webhookEvents,
+    deadlineAt: row.deadlineAt,
+    cancelRequestedAt: row.cancelRequestedAt,
     attempts: row.attempts,
     createdAt: row.createdAt,
     startedAt: row.startedAt,
@@ -62,6 +70,9 @@ export interface NewJob {
   inputs: JobInputs;
   metadata?: Record<string, string>;
   endUser?: string;
+  webhookUrl?: string;
+  webhookEvents?: string[];
+  deadlineAt?: Date;
 }
 
 export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
@@ -77,6 +88,9 @@ export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
       inputs: json(job.inputs),
       metadata: json(job.metadata ?? {}),
       endUser: job.endUser ?? null,
+      webhookUrl: job.webhookUrl ?? null,
+      webhookEvents: job.webhookEvents ?? [],
+      deadlineAt: job.deadlineAt ?? null,
     },
   });
   return toRecord({ ...row, usage: null });

@@ -13,6 +13,8 @@ import { dropDatabase, listMigrations, migrate } from './migrate';
 const url = `postgresql://postgres@127.0.0.1:5432/image_edits_schema_${process.pid}`;
 const SCALAR_TO_PG: Record<string, string> = { String: 'text', Int: 'integer', DateTime: 'timestamp without time zone', Json: 'jsonb', Boolean: 'boolean', BigInt: 'bigint', Float: 'double precision', Decimal: 'numeric' };
 
+const PG_UDT_TO_TYPE: Record<string, string> = { _text: 'text', _int4: 'integer' };
+
 let pg: Client;
 beforeAll(async () => {
   await dropDatabase(url);
@@ -42,13 +44,15 @@ describe('migrations match schema.prisma', () => {
       for (const field of scalarFields) {
         const col = byName.get(field.dbName ?? field.name);
         expect({ table, field: field.name, found: !!col }).toEqual({ table, field: field.name, found: true });
-        const expectedType = enums.has(field.type) ? field.type : SCALAR_TO_PG[field.type];
-        const actualType = col!.data_type === 'USER-DEFINED' ? col!.udt_name : col!.data_type;
+        const scalarType = enums.has(field.type) ? field.type : SCALAR_TO_PG[field.type];
+        // lists are Postgres arrays (udt `_text`), which Prisma leaves nullable
+        const expectedType = field.isList ? `${scalarType}[]` : scalarType;
+        const actualType = col!.data_type === 'ARRAY' ? `${PG_UDT_TO_TYPE[col!.udt_name] ?? col!.udt_name}[]` : col!.data_type === 'USER-DEFINED' ? col!.udt_name : col!.data_type;
         expect({ table, field: field.name, type: actualType, nullable: col!.is_nullable === 'YES' }).toEqual({
           table,
           field: field.name,
           type: expectedType,
-          nullable: !field.isRequired,
+          nullable: field.isList ? true : !field.isRequired,
         });
       }
       for (const unique of [...model.uniqueFields, ...model.fields.filter((f) => f.isUnique).map((f) => [f.name])]) {
