@@ -1,8 +1,8 @@
 import { editCost, type JobError, type ProviderSettings } from '@image-edits/core';
 import { getJob, markFailed, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, type Db } from '@image-edits/db';
 import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
-import { backoffDelay, type EditJobContext, type EditQueue, permanent, ProviderThrottled, publishJobEvent } from '@image-edits/queue';
-import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey } from '@image-edits/storage';
+import { backoffDelay, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent } from '@image-edits/queue';
+import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
@@ -17,6 +17,8 @@ export interface WorkerDeps {
   settings: (provider: string) => ProviderSettings;
   /** where a job goes when it falls back to its next target */
   queue: Pick<EditQueue, 'enqueue'>;
+  /** job events: a `canceled` one aborts the job running here */
+  hub: JobEventHub;
   logger: Logger;
 }
 
@@ -45,6 +47,14 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
   }
   const settings = deps.settings(target.provider);
 
+  // a cancel (from any API process) aborts the provider call; the late result is discarded
+  const canceled = new AbortController();
+  const stopListening = new AbortController();
+  void deps.hub
+    .waitFor(jobId, (e) => e.status === 'canceled', 24 * 3600 * 1000, stopListening.signal)
+    .then((e) => {
+      if (e) canceled.abort();
+    });
   try {
     // inputs are re-read from S3 on every attempt: a retry always re-sends the full upload
     const images = await Promise.all(job.inputs.images.map((img) => loadImage(deps.store, img)));
@@ -66,7 +76,11 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
       ...(p.search_prompt !== undefined ? { searchPrompt: p.search_prompt } : {}),
     };
     const started = Date.now();
-    const result = await provider.edit(request, { signal: ctx.signal });
+    const result = await provider.edit(request, { signal: AbortSignal.any([ctx.signal, canceled.signal]) });
+    if (canceled.signal.aborted) {
+      log.info('job canceled while running; result discarded');
+      return;
+    }
     const outputs = await Promise.all(
       result.images.map(async (img, i) => {
         const key = outputKey(jobId, i, extensionFor(img.format));
@@ -82,8 +96,17 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
       usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens, size: p.size, quality: p.quality, costUsd },
     });
     log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: won }, 'edit finished');
-    if (won) await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'succeeded' });
+    if (won) {
+      await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'succeeded' });
+    } else if ((await getJob(deps.db, jobId))?.status === 'canceled') {
+      // canceled between the provider's answer and the commit: nothing of it may stay
+      await deps.store.deletePrefix(outputPrefix(jobId));
+    }
   } catch (err) {
+    if (canceled.signal.aborted || (await getJob(deps.db, jobId))?.status === 'canceled') {
+      log.info('job canceled while running; attempt stopped');
+      return;
+    }
     const error = toJobError(err);
     const retryable = isRetryable(err);
     // a 429 pauses this provider's queue instead of spending an attempt, a bounded number of times
@@ -111,6 +134,8 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     log.warn({ code: error.code, message: error.message }, 'job failed');
     await fail(deps, jobId, error);
     throw permanent(error.message);
+  } finally {
+    stopListening.abort();
   }
 }
 

@@ -1,5 +1,6 @@
-import { findStaleUnfinished, markFailed, touchJob, type Db } from '@image-edits/db';
-import type { EditQueue } from '@image-edits/queue';
+import { expireOverdue, findStaleUnfinished, markFailed, touchJob, type Db } from '@image-edits/db';
+import { type EditQueue, publishJobEvent } from '@image-edits/queue';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 /**
@@ -35,6 +36,38 @@ export function startReconciler(deps: { db: Db; queue: EditQueue; logger: Logger
   let running: Promise<unknown> = Promise.resolve();
   const timer = setInterval(() => {
     running = reconcileOnce(deps, graceMs).catch((err: unknown) => deps.logger.error({ err }, 'reconcile failed; will try again'));
+  }, intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+/**
+ * Jobs that waited past their `Cancel-After` deadline without starting become expired (never run,
+ * never billed) and leave their queue. Every worker sweeps; the conditional update expires each once.
+ */
+export function startDeadlineSweeper(deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; logger: Logger }, intervalMs: number): { stop(): Promise<void> } {
+  let running: Promise<unknown> = Promise.resolve();
+  const sweep = async () => {
+    for (const job of await expireOverdue(deps.db)) {
+      await publishJobEvent(deps.redis, deps.prefix, { jobId: job.id, status: 'expired' });
+      await deps.queue.remove(job.provider, { jobId: job.id, target: job.targetIndex }).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'expired job not taken off its queue; a worker will skip it'));
+      deps.logger.info({ jobId: job.id }, 'job expired before it started');
+    }
+  };
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return; // a slow sweep is not stacked behind itself
+    busy = true;
+    running = sweep()
+      .catch((err: unknown) => deps.logger.error({ err }, 'deadline sweep failed; will try again'))
+      .finally(() => {
+        busy = false;
+      });
   }, intervalMs);
   timer.unref();
   return {

@@ -1,11 +1,11 @@
 import { configuredProviders, type ProviderId, type ServiceConfig } from '@image-edits/core';
 import { createDb } from '@image-edits/db';
 import { buildProviders } from '@image-edits/providers';
-import { createEditQueue, createEditWorker, createRedis } from '@image-edits/queue';
+import { createEditQueue, createEditWorker, createJobEventHub, createRedis } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
 import pino, { type Logger } from 'pino';
 import { processEdit } from './process-edit';
-import { startReconciler } from './reconcile';
+import { startDeadlineSweeper, startReconciler } from './reconcile';
 
 export interface RunningWorker {
   logger: Logger;
@@ -25,7 +25,9 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   const redis = createRedis(env.REDIS_URL);
   const queueCfg = { redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX };
   const queue = createEditQueue(queueCfg, redis, (provider) => settings(provider));
-  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, logger };
+  // one subscription per process: cancels reach the job running here
+  const hub = await createJobEventHub(createRedis(env.REDIS_URL), env.QUEUE_PREFIX);
+  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, logger };
   // one BullMQ worker per configured provider: a slow or throttled provider holds only its own slots
   const workerRedis = createRedis(env.REDIS_URL);
   const workers = [...configuredProviders(config)].filter((p) => providers.has(p)).map((provider) => {
@@ -41,13 +43,16 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   const reconciler = startReconciler({ db, queue, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
+  const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
   logger.info({ providers: Object.fromEntries([...providers.keys()].map((p) => [p, settings(p).concurrency])) }, 'worker ready');
 
   return {
     logger,
     async close() {
       await reconciler.stop();
+      await sweeper.stop();
       await Promise.all(workers.map((w) => w.close())); // each waits for its in-flight jobs
+      await hub.close();
       await queue.close();
       // BullMQ closes only the connections it created itself
       workerRedis.disconnect();

@@ -62,6 +62,8 @@ export const envSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
   RECONCILE_INTERVAL_MS: int(60_000, 100),
   RECONCILE_GRACE_MS: int(60_000, 0),
+  /** how often queued jobs past their Cancel-After deadline are expired */
+  DEADLINE_SWEEP_INTERVAL_MS: int(1000, 50),
 });
 
 export type Env = z.infer<typeof envSchema>;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { checkEditParams, checkImages, type ImageFacts, parseEditFields } from './edit-request';
+import { checkEditParams, checkImages, type ImageFacts, parseEditFields, parseJobOptions } from './edit-request';
 import { ServiceError } from './errors';
 import { FAMILY_CAPABILITIES } from './models';
 
@@ -103,5 +103,32 @@ describe('checkImages', () => {
     expect(rejection(() => checkImages('dall-e-2', dalle, [png()], mask({ format: 'jpeg' })))).toMatchObject({ param: 'mask' });
     expect(rejection(() => checkImages('dall-e-2', dalle, [png()], mask({ hasAlpha: false })))).toMatchObject({ param: 'mask' });
     expect(rejection(() => checkImages('dall-e-2', dalle, [png()], mask({ bytes: 5 * 1024 * 1024 })))).toMatchObject({ status: 413, param: 'mask' });
+  });
+});
+
+describe('job options of a submission', () => {
+  const fields = (extra: Record<string, unknown>) => parseEditFields({ prompt: 'p', ...extra });
+  it('takes metadata as fields or JSON, within OpenAI limits', () => {
+    expect(parseJobOptions(fields({ metadata: { order: '42' } })).metadata).toEqual({ order: '42' });
+    expect(parseJobOptions(fields({ metadata: '{"a":"b"}' })).metadata).toEqual({ a: 'b' });
+    const many = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v']));
+    expect(() => parseJobOptions(fields({ metadata: many }))).toThrow(/at most 16/);
+    expect(() => parseJobOptions(fields({ metadata: { a: 1 } }))).toThrow(/must be a string/);
+    expect(() => parseJobOptions(fields({ metadata: 'not json' }))).toThrow(/JSON object/);
+  });
+  it('takes a webhook with an event filter', () => {
+    expect(parseJobOptions(fields({ webhook_url: 'https://example.com/hook', webhook_events_filter: 'job.started, job.succeeded' }))).toMatchObject({
+      webhookUrl: 'https://example.com/hook',
+      webhookEvents: ['job.started', 'job.succeeded'],
+    });
+    expect(() => parseJobOptions(fields({ webhook_url: 'ftp://example.com' }))).toThrow(/http/);
+    expect(() => parseJobOptions(fields({ webhook_url: 'https://e.com', webhook_events_filter: ['job.done'] }))).toThrow(/unknown event 'job.done'/);
+  });
+  it('reads Cancel-After durations; the header wins over the field', () => {
+    expect(parseJobOptions(fields({ cancel_after: '5m' })).cancelAfterMs).toBe(300_000);
+    expect(parseJobOptions(fields({ cancel_after: '5m' }), '90s').cancelAfterMs).toBe(90_000);
+    expect(parseJobOptions(fields({}), '2').cancelAfterMs).toBe(2000);
+    expect(() => parseJobOptions(fields({}), 'soon')).toThrow(/Cancel-After/);
+    expect(() => parseJobOptions(fields({ cancel_after: '30d' }))).toThrow(/cancel_after/);
   });
 });

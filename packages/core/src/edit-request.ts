@@ -30,6 +30,13 @@ export const editFieldsSchema = z.object({
   partial_images: intField('partial_images', 0, 3).optional(),
   /** Stability search-and-replace: what to find in the image */
   search_prompt: z.string().max(10000, 'search_prompt must be at most 10000 characters').optional(),
+  /** up to 16 string pairs; multipart sends `metadata[key]=value` or one JSON object */
+  metadata: z.unknown().optional(),
+  webhook_url: z.string().trim().max(2048, 'webhook_url must be at most 2048 characters').optional(),
+  /** which events go to webhook_url: a list or a comma-separated string */
+  webhook_events_filter: z.union([z.string(), z.array(z.string())]).optional(),
+  /** how long the job may wait to start: `90s`, `5m`, `2h`, or seconds */
+  cancel_after: z.string().trim().optional(),
 });
 
 export type EditFields = z.infer<typeof editFieldsSchema>;
@@ -53,7 +60,9 @@ export interface EditParams {
 export function parseEditFields(raw: Record<string, unknown>): EditFields {
   const flat: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
-    if (Array.isArray(value)) {
+    if (Array.isArray(value) && key === 'webhook_events_filter') {
+      flat[key] = value;
+    } else if (Array.isArray(value)) {
       if (value.length !== 1) throw invalidRequest(`${key} must be given once`, key, 'invalid_value');
       flat[key] = value[0];
     } else {
@@ -179,4 +188,81 @@ export function needsTransparencyCheck(caps: ModelCapabilities, hasMask: boolean
 
 export function noTransparencyError(): ServiceError {
   return invalidRequest('image must have transparent pixels (alpha = 0) to mark where to edit, or send a mask', 'image', 'missing_transparency');
+}
+
+export const WEBHOOK_EVENTS = ['job.started', 'job.succeeded', 'job.failed', 'job.canceled', 'job.expired'] as const;
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
+
+/** What a submission asks of the job API: metadata, a webhook, a deadline. */
+export interface JobOptions {
+  metadata: Record<string, string>;
+  webhookUrl?: string;
+  webhookEvents: WebhookEvent[];
+  /** ms from submission: a job not started by then expires */
+  cancelAfterMs?: number;
+}
+
+const MAX_CANCEL_AFTER_MS = 7 * 24 * 3600 * 1000;
+
+/** Metadata as OpenAI limits it: at most 16 pairs, keys up to 64 characters, values up to 512. */
+export function parseMetadata(value: unknown, param = 'metadata'): Record<string, string> {
+  if (value === undefined || value === null || value === '') return {};
+  let obj: unknown = value;
+  if (typeof value === 'string') {
+    try {
+      obj = JSON.parse(value);
+    } catch {
+      throw invalidRequest(`${param} must be a JSON object of string pairs, or sent as ${param}[key]=value fields`, param, 'invalid_value');
+    }
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw invalidRequest(`${param} must be an object of string pairs`, param, 'invalid_value');
+  const entries = Object.entries(obj as Record<string, unknown>);
+  if (entries.length > 16) throw invalidRequest(`${param} may have at most 16 pairs; got ${entries.length}`, param, 'invalid_value');
+  const out: Record<string, string> = {};
+  for (const [k, v] of entries) {
+    if (k.length === 0 || k.length > 64) throw invalidRequest(`${param} keys must be 1 to 64 characters; '${k.slice(0, 70)}' is not`, param, 'invalid_value');
+    if (typeof v !== 'string') throw invalidRequest(`${param}.${k} must be a string`, param, 'invalid_value');
+    if (v.length > 512) throw invalidRequest(`${param}.${k} must be at most 512 characters`, param, 'invalid_value');
+    out[k] = v;
+  }
+  return out;
+}
+
+/** `90s`, `5m`, `2h`, `1500ms` or a bare number of seconds. */
+export function parseDuration(value: string, param: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(value.trim());
+  if (!m) throw invalidRequest(`${param} must be a duration such as '90s', '5m' or '2h'; got '${value}'`, param, 'invalid_value');
+  const n = Number(m[1]);
+  const unit = (m[2] ?? 's').toLowerCase();
+  const ms = Math.round(n * (unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000));
+  if (ms <= 0 || ms > MAX_CANCEL_AFTER_MS) throw invalidRequest(`${param} must be more than 0 and at most 7 days`, param, 'invalid_value');
+  return ms;
+}
+
+/** The job API fields of a submission; `cancelAfterHeader` is the `Cancel-After` header, which wins over the field. */
+export function parseJobOptions(f: EditFields, cancelAfterHeader?: string): JobOptions {
+  const options: JobOptions = { metadata: parseMetadata(f.metadata), webhookEvents: [] };
+  if (f.webhook_url) {
+    let url: URL;
+    try {
+      url = new URL(f.webhook_url);
+    } catch {
+      throw invalidRequest(`webhook_url must be an absolute http(s) URL; got '${f.webhook_url}'`, 'webhook_url', 'invalid_value');
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw invalidRequest('webhook_url must use http or https', 'webhook_url', 'invalid_value');
+    options.webhookUrl = url.toString();
+  }
+  if (f.webhook_events_filter !== undefined) {
+    const list = (Array.isArray(f.webhook_events_filter) ? f.webhook_events_filter : f.webhook_events_filter.split(',')).map((e) => e.trim()).filter(Boolean);
+    for (const e of list) {
+      if (!(WEBHOOK_EVENTS as readonly string[]).includes(e)) {
+        throw invalidRequest(`webhook_events_filter: unknown event '${e}'; known: ${WEBHOOK_EVENTS.join(', ')}`, 'webhook_events_filter', 'invalid_value');
+      }
+    }
+    if (!options.webhookUrl) throw invalidRequest('webhook_events_filter needs a webhook_url', 'webhook_events_filter', 'invalid_value');
+    options.webhookEvents = [...new Set(list)] as WebhookEvent[];
+  }
+  const cancelAfter = cancelAfterHeader ?? f.cancel_after;
+  if (cancelAfter) options.cancelAfterMs = parseDuration(cancelAfter, cancelAfterHeader ? 'Cancel-After' : 'cancel_after');
+  return options;
 }

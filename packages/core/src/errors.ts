@@ -49,3 +49,5 @@ export const notFound = (message: string, param: string | null = null, code: str
   new ServiceError(404, 'not_found_error', message, { param, code });
 
 export const unauthorized = (message: string) => new ServiceError(401, 'authentication_error', message, { code: 'invalid_api_key' });
+
+export const conflict = (message: string, code: string, param: string | null = null) => new ServiceError(409, 'invalid_request_error', message, { param, code });

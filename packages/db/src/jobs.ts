@@ -113,7 +113,8 @@ export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promis
  */
 export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<JobRecord | null> {
   const now = new Date();
-  const runnable = { id, targetIndex, status: { in: movableFrom('in_progress') } };
+  // a job past its deadline never starts: the deadline sweep expires it
+  const runnable = { id, targetIndex, status: { in: movableFrom('in_progress') }, OR: [{ deadlineAt: null }, { deadlineAt: { gt: now } }] };
   const move = { status: 'in_progress' as const, attempts: { increment: 1 }, updatedAt: now };
   // the first attempt also stamps started_at; later ones (retries, restarts after a crash) keep it
   const first = await db.job.updateMany({ where: { ...runnable, startedAt: null }, data: { ...move, startedAt: now } });
@@ -201,4 +202,58 @@ export async function findStaleUnfinished(db: Db, olderThan: Date, limit: number
 
 export async function touchJob(db: Db, id: string): Promise<void> {
   await db.job.updateMany({ where: { id, status: { in: ['queued', 'in_progress'] } }, data: { updatedAt: new Date() } });
+}
+
+/**
+ * queued or in_progress → canceled. A running job is aborted by its worker (it hears the
+ * `canceled` event) and its late result is discarded: markSucceeded no longer matches.
+ */
+export async function markCanceled(db: Db, id: string): Promise<boolean> {
+  const now = new Date();
+  const res = await db.job.updateMany({
+    where: { id, status: { in: movableFrom('canceled') } },
+    data: { status: 'canceled', completedAt: now, cancelRequestedAt: now, updatedAt: now },
+  });
+  return res.count > 0;
+}
+
+/** Queued jobs whose deadline passed become expired (never billed: they never ran). */
+export async function expireOverdue(db: Db, now = new Date(), limit = 500): Promise<{ id: string; provider: string; targetIndex: number }[]> {
+  const due = await db.job.findMany({
+    where: { status: 'queued', deadlineAt: { lte: now } },
+    select: { id: true, provider: true, targetIndex: true },
+    orderBy: { deadlineAt: 'asc' },
+    take: limit,
+  });
+  const expired: typeof due = [];
+  for (const job of due) {
+    const res = await db.job.updateMany({ where: { id: job.id, status: 'queued' }, data: { status: 'expired', completedAt: now, updatedAt: now } });
+    if (res.count > 0) expired.push(job);
+  }
+  return expired;
+}
+
+export interface JobListQuery {
+  limit: number;
+  /** a job id: the page starts after it (ids sort by creation time) */
+  after?: string | undefined;
+  status?: JobStatus | undefined;
+  createdAfter?: Date | undefined;
+  createdBefore?: Date | undefined;
+}
+
+/** One key's jobs, newest first, one page past the cursor. */
+export async function listJobs(db: Db, apiKeyId: string, q: JobListQuery): Promise<{ jobs: JobRecord[]; hasMore: boolean }> {
+  const rows = await db.job.findMany({
+    where: {
+      apiKeyId,
+      ...(q.after ? { id: { lt: q.after } } : {}),
+      ...(q.status ? { status: q.status } : {}),
+      ...(q.createdAfter || q.createdBefore ? { createdAt: { ...(q.createdAfter ? { gte: q.createdAfter } : {}), ...(q.createdBefore ? { lt: q.createdBefore } : {}) } } : {}),
+    },
+    include: { usage: true },
+    orderBy: { id: 'desc' },
+    take: q.limit + 1,
+  });
+  return { jobs: rows.slice(0, q.limit).map(toRecord), hasMore: rows.length > q.limit };
 }

@@ -22,6 +22,8 @@ export interface EditQueue {
    * the caller to give it up rather than feed it to the next worker.
    */
   requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<'enqueued' | 'present' | 'failed'>;
+  /** Takes a job that has not started off its queue (a running one is left to its worker). */
+  remove(provider: string, payload: ImageEditPayload): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -64,6 +66,11 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (
       }
       await queue.add('edit', data, { jobId: bullJobId(data) });
       return 'enqueued';
+    },
+    async remove(provider, payload) {
+      const data = imageEditPayload.parse(payload);
+      // a locked (active) job is not removed: 0, and its worker stops on the canceled event
+      await queueFor(provider).remove(bullJobId(data));
     },
     async ping() {
       await connection.ping();

@@ -6,6 +6,7 @@ export const inputImageKey = (jobId: string, index: number, ext: string) => `job
 export const inputMaskKey = (jobId: string) => `jobs/${jobId}/input/mask.png`;
 export const outputKey = (jobId: string, index: number, ext: string) => `jobs/${jobId}/output/${index}.${ext}`;
 export const jobPrefix = (jobId: string) => `jobs/${jobId}/`;
+export const outputPrefix = (jobId: string) => `jobs/${jobId}/output/`;
 
 export const CONTENT_TYPES: Record<string, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
 export const extensionFor = (format: string) => (format === 'jpeg' ? 'jpg' : format);

@@ -1,8 +1,9 @@
 import { Router } from 'express';
-import { ServiceError } from '@image-edits/core';
+import { invalidRequest, isFinal, ServiceError } from '@image-edits/core';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { editResponse, jobObject, publicError } from '../presenters';
+import { clientGone, MAX_WAIT_SECONDS } from './jobs';
 import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
 import { submitEdit } from '../use-cases/submit-edit';
 import { waitForJob } from '../use-cases/wait-for-job';
@@ -14,12 +15,25 @@ import { waitForJob } from '../use-cases/wait-for-job';
 export function editsRouter(deps: ApiDeps): Router {
   const router = Router();
   router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), async (req, res) => {
-    const job = await submitEdit(deps, { apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req) });
+    const job = await submitEdit(deps, { apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req), cancelAfter: req.get('cancel-after') });
     // the inputs are in S3 now: a sync request does not hold their bytes (or disk) while it waits
     releaseUploads(req);
     const location = `/v1/jobs/${job.id}`;
     res.set('x-job-id', job.id);
-    if (prefersAsync(req.get('prefer'))) {
+    const prefer = parsePrefer(req.get('prefer'));
+    if (prefer.wait !== undefined) {
+      // Replicate's `Prefer: wait=N`: the job object, final (200) or not yet (202 + Location)
+      const seconds = Math.min(prefer.wait, MAX_WAIT_SECONDS);
+      const gone = clientGone(req, res);
+      const now = (await waitForJob(deps, job.id, seconds * 1000, gone)) ?? job;
+      if (gone.aborted) return;
+      res.set('preference-applied', `wait=${seconds}`);
+      if (!isFinal(now.status)) res.status(202).location(location);
+      res.json(await jobObject(now, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS));
+      return;
+    }
+    if (prefer.respondAsync) {
+      res.set('preference-applied', 'respond-async');
       res.status(202).location(location).json(await jobObject(job, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS));
       return;
     }
@@ -57,12 +71,18 @@ const requireMultipart: import('express').RequestHandler = (req, _res, next) => 
   );
 };
 
-/** RFC 7240: `Prefer: respond-async` (possibly among other preferences). */
-export function prefersAsync(prefer: string | undefined): boolean {
-  if (!prefer) return false;
-  return prefer
-    .split(',')
-    .map((p) => p.trim().split(';')[0]!.trim().toLowerCase())
-    .includes('respond-async');
+/** RFC 7240 preferences this endpoint honours: `respond-async` and `wait=N` (seconds). */
+export function parsePrefer(prefer: string | undefined): { respondAsync: boolean; wait?: number } {
+  const out: { respondAsync: boolean; wait?: number } = { respondAsync: false };
+  for (const part of (prefer ?? '').split(',')) {
+    const [name, value] = part.trim().split(';')[0]!.split('=').map((x) => x?.trim().toLowerCase());
+    if (name === 'respond-async') out.respondAsync = true;
+    if (name === 'wait') {
+      const n = Number(value);
+      if (!value || !Number.isFinite(n) || n < 0) throw invalidRequest(`Prefer: wait must be a number of seconds; got '${value ?? ''}'`, 'Prefer', 'invalid_value');
+      out.wait = Math.floor(n);
+    }
+  }
+  return out;
 }
 

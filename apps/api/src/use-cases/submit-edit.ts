@@ -10,6 +10,7 @@ import {
   newId,
   noTransparencyError,
   parseEditFields,
+  parseJobOptions,
   resolveModel,
   type StoredImage,
 } from '@image-edits/core';
@@ -22,6 +23,8 @@ export interface SubmitEditInput {
   apiKeyId: string;
   fields: Record<string, unknown>;
   files: UploadedFile[];
+  /** the `Cancel-After` header, if any */
+  cancelAfter?: string | undefined;
 }
 
 /**
@@ -32,6 +35,7 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
   const fields = parseEditFields(input.fields);
   const route = resolveModel(deps.routes, fields.model ?? deps.config.env.DEFAULT_MODEL);
   const params = checkEditParams(route.id, route.capabilities, fields);
+  const options = parseJobOptions(fields, input.cancelAfter);
 
   const imageFiles = input.files.filter((f) => isImageField(f.field)).sort(byImageIndex);
   const maskFiles = input.files.filter((f) => f.field === 'mask');
@@ -63,6 +67,9 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
     params,
     inputs: stored,
     ...(params.user ? { endUser: params.user } : {}),
+    metadata: options.metadata,
+    ...(options.webhookUrl ? { webhookUrl: options.webhookUrl, webhookEvents: options.webhookEvents } : {}),
+    ...(options.cancelAfterMs ? { deadlineAt: new Date(Date.now() + options.cancelAfterMs) } : {}),
   });
   try {
     await deps.queue.enqueue(route.targets[0]!.provider, { jobId });

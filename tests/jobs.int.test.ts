@@ -1,0 +1,244 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { type FakeOpenAI, makeMask, makePng, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
+import { editForm, get, pollJob, post } from './helpers';
+
+/**
+ * The job API for polling clients: list, cancel, long-poll, Prefer: wait, deadlines, metadata.
+ * The OpenAI fake runs one job at a time here, so a held request stalls its provider queue.
+ */
+let svc: TestService;
+let fake: FakeOpenAI;
+let png: Buffer;
+let mask: Buffer;
+
+beforeAll(async () => {
+  fake = await startFakeOpenAI({ apiKey: 'sk-upstream' });
+  svc = await startTestService({
+    OPENAI_API_KEY: 'sk-upstream',
+    OPENAI_BASE_URL: fake.url,
+    DEADLINE_SWEEP_INTERVAL_MS: '200',
+    MODEL_REGISTRY: JSON.stringify({ providers: { openai: { concurrency: 1 } } }),
+  });
+  png = await makePng(64, 64);
+  mask = await makeMask(64, 64, { x: 16, y: 16, width: 16, height: 16 });
+});
+
+afterAll(async () => {
+  await svc?.stop();
+  await fake?.close();
+});
+
+beforeEach(() => fake.reset());
+
+const files = (): [string, Buffer, string][] => [
+  ['image', png, 'in.png'],
+  ['mask', mask, 'mask.png'],
+];
+const submit = (fields: Record<string, string> = {}, headers: Record<string, string> = { prefer: 'respond-async' }, key = svc.apiKey) =>
+  post(`${svc.url}/v1/images/edits`, key, editForm({ prompt: 'a hat', model: 'dall-e-2', size: '256x256', ...fields }, files()), headers);
+
+async function outputObjects(jobId: string): Promise<string[]> {
+  const res = await fetch(`${svc.testEnv.s3.endpoint}/test-bucket?list-type=2&prefix=jobs/${jobId}/output/`);
+  return [...(await res.text()).matchAll(/<Key>([^<]+)<\/Key>/g)].map((m) => m[1]!);
+}
+
+async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('listing', () => {
+  it('pages newest first with a cursor, filters by status and time, and carries metadata', async () => {
+    const key = await svc.newKey('lister');
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await submit({ model: 'local-inpaint', 'metadata[batch]': 'b1', 'metadata[n]': String(i) }, { prefer: 'respond-async' }, key);
+      expect(res.status).toBe(202);
+      expect(res.body.metadata).toEqual({ batch: 'b1', n: String(i) });
+      ids.push(res.body.id);
+    }
+    for (const id of ids) await pollJob(svc.url, key, id);
+    const first = await get(`${svc.url}/v1/jobs?limit=2`, key);
+    expect(first.body).toMatchObject({ object: 'list', has_more: true });
+    expect(first.body.data.map((j: { id: string }) => j.id)).toEqual([ids[4], ids[3]]);
+    const second = await get(`${svc.url}/v1/jobs?limit=2&after=${first.body.last_id}`, key);
+    expect(second.body.data.map((j: { id: string }) => j.id)).toEqual([ids[2], ids[1]]);
+    const last = await get(`${svc.url}/v1/jobs?limit=2&after=${second.body.last_id}`, key);
+    expect(last.body).toMatchObject({ has_more: false });
+    expect(last.body.data.map((j: { id: string }) => j.id)).toEqual([ids[0]]);
+
+    expect((await get(`${svc.url}/v1/jobs?status=failed`, key)).body.data).toEqual([]);
+    expect((await get(`${svc.url}/v1/jobs?status=succeeded&limit=100`, key)).body.data).toHaveLength(5);
+    const future = Math.floor(Date.now() / 1000) + 60;
+    expect((await get(`${svc.url}/v1/jobs?created_after=${future}`, key)).body.data).toEqual([]);
+    expect((await get(`${svc.url}/v1/jobs?created_before=${future}`, key)).body.data).toHaveLength(5);
+    // another key sees none of them
+    expect((await get(`${svc.url}/v1/jobs`, await svc.newKey('stranger'))).body.data).toEqual([]);
+    for (const [query, param] of [
+      ['limit=0', 'limit'],
+      ['status=done', 'status'],
+      ['after=xyz', 'after'],
+      ['created_after=yesterday', 'created_after'],
+    ]) {
+      const bad = await get(`${svc.url}/v1/jobs?${query}`, key);
+      expect({ query, status: bad.status, param: bad.body.error?.param }).toEqual({ query, status: 400, param });
+    }
+  });
+
+  it('refuses bad metadata before storing anything', async () => {
+    const res = await submit({ metadata: '{"a": 1}' });
+    expect(res.status).toBe(400);
+    expect(res.body.error.param).toBe('metadata');
+  });
+});
+
+describe('cancellation', () => {
+  it('a queued job is taken off the queue and never runs', async () => {
+    const release = fake.hold();
+    try {
+      const running = await submit();
+      await fake.waitForRequests(1);
+      const queued = await submit();
+      const res = await post(`${svc.url}/v1/jobs/${queued.body.id}/cancel`, svc.apiKey, new FormData());
+      expect(res.status).toBe(200);
+      expect(res.body.status).toBe('canceled');
+      release();
+      expect((await pollJob(svc.url, svc.apiKey, running.body.id)).status).toBe('succeeded');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fake.requests).toHaveLength(1);
+      expect((await get(`${svc.url}/v1/jobs/${queued.body.id}`, svc.apiKey)).body).toMatchObject({ status: 'canceled', result: null, usage: null });
+      expect(await svc.db.usage.count({ where: { jobId: queued.body.id } })).toBe(0);
+    } finally {
+      release();
+    }
+  });
+
+  it('a running job is aborted: the provider call stops, no output stored, nothing billed', async () => {
+    // the upstream would take 30 s; the worker (one slot) is free again only if the call was aborted
+    fake.respondWith({ delayMs: 30_000 });
+    const res = await submit();
+    await fake.waitForRequests(1);
+    expect((await get(`${svc.url}/v1/jobs/${res.body.id}`, svc.apiKey)).body.status).toBe('in_progress');
+    const cancel = await post(`${svc.url}/v1/jobs/${res.body.id}/cancel`, svc.apiKey, new FormData());
+    expect(cancel.body.status).toBe('canceled');
+    const next = await submit();
+    expect((await pollJob(svc.url, svc.apiKey, next.body.id, 10_000)).status).toBe('succeeded');
+    expect(await outputObjects(res.body.id)).toEqual([]);
+    expect(await svc.db.usage.count({ where: { jobId: res.body.id } })).toBe(0);
+    expect((await get(`${svc.url}/v1/jobs/${res.body.id}`, svc.apiKey)).body.status).toBe('canceled');
+  });
+
+  it('a finished job answers 409 with its status; another key gets 404', async () => {
+    const res = await submit({ model: 'local-inpaint' });
+    await pollJob(svc.url, svc.apiKey, res.body.id);
+    const again = await post(`${svc.url}/v1/jobs/${res.body.id}/cancel`, svc.apiKey, new FormData());
+    expect(again.status).toBe(409);
+    expect(again.body.error).toMatchObject({ code: 'job_not_cancelable' });
+    expect(again.body.error.message).toContain('succeeded');
+    const other = await post(`${svc.url}/v1/jobs/${res.body.id}/cancel`, await svc.newKey(), new FormData());
+    expect(other.status).toBe(404);
+  });
+
+  it('a sync request waiting on a canceled job gets 409', async () => {
+    const release = fake.hold();
+    try {
+      const waiting = submit({}, {});
+      await fake.waitForRequests(1);
+      const [job] = (await svc.db.job.findMany({ where: { status: 'in_progress' }, orderBy: { createdAt: 'desc' }, take: 1 })).map((j) => j.id);
+      await post(`${svc.url}/v1/jobs/${job}/cancel`, svc.apiKey, new FormData());
+      const res = await waiting;
+      expect(res.status).toBe(409);
+      expect(res.body.error.code).toBe('job_canceled');
+    } finally {
+      release();
+    }
+  });
+});
+
+describe('waiting without polling', () => {
+  it('GET ?wait=N returns as soon as the job finishes; Prefer: wait=N answers 202 if not done, 200 if done', async () => {
+    const release = fake.hold();
+    let released = false;
+    try {
+      const res = await submit({}, { prefer: 'wait=1' });
+      expect(res.status).toBe(202);
+      expect(res.headers.get('location')).toBe(`/v1/jobs/${res.body.id}`);
+      expect(res.headers.get('preference-applied')).toBe('wait=1');
+      expect(res.body.status).toBe('in_progress');
+      const started = Date.now();
+      const poll = get(`${svc.url}/v1/jobs/${res.body.id}?wait=30`, svc.apiKey);
+      setTimeout(() => {
+        released = true;
+        release();
+      }, 500);
+      const done = await poll;
+      expect(done.body.status).toBe('succeeded');
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      if (!released) release();
+    }
+    const quick = await submit({ model: 'local-inpaint' }, { prefer: 'wait=20' });
+    expect(quick.status).toBe(200);
+    expect(quick.body.status).toBe('succeeded');
+    expect(quick.body.result.data).toHaveLength(1);
+    expect((await get(`${svc.url}/v1/jobs/${quick.body.id}?wait=61`, svc.apiKey)).status).toBe(400);
+  });
+
+  it('1,000 concurrent long-polls are held by one API process without polling the database', async () => {
+    const release = fake.hold();
+    let released = false;
+    try {
+      const jobs = await Promise.all(Array.from({ length: 10 }, () => submit()));
+      const hub = svc.api.deps.hub;
+      const polls = Array.from({ length: 1000 }, (_, i) => get(`${svc.url}/v1/jobs/${jobs[i % 10]!.body.id}?wait=30`, svc.apiKey));
+      await until(() => hub.waiting() >= 1000);
+      // while 1,000 requests wait, the database sees only the worker's own sweeps
+      const transactions = async () =>
+        Number((await svc.db.$queryRawUnsafe<{ n: bigint }[]>('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()'))[0]!.n);
+      const before = await transactions();
+      await new Promise((r) => setTimeout(r, 3000));
+      const during = (await transactions()) - before;
+      expect(during).toBeLessThan(60);
+      released = true;
+      release();
+      const results = await Promise.all(polls);
+      expect(results.filter((r) => r.status === 200 && r.body.status === 'succeeded')).toHaveLength(1000);
+      expect(hub.waiting()).toBe(0);
+    } finally {
+      if (!released) release();
+    }
+  }, 120_000);
+});
+
+describe('deadlines', () => {
+  it('a job not started before its Cancel-After deadline expires and is not billed', async () => {
+    const release = fake.hold();
+    try {
+      const running = await submit();
+      await fake.waitForRequests(1);
+      const late = await submit({}, { prefer: 'respond-async', 'cancel-after': '1s' });
+      expect(late.status).toBe(202);
+      const job = await pollJob(svc.url, svc.apiKey, late.body.id, 10_000);
+      expect(job.status).toBe('expired');
+      release();
+      expect((await pollJob(svc.url, svc.apiKey, running.body.id)).status).toBe('succeeded');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fake.requests).toHaveLength(1);
+      expect(await svc.db.usage.count({ where: { jobId: late.body.id } })).toBe(0);
+      // a deadline that is met does nothing
+      const onTime = await submit({ cancel_after: '5m' });
+      expect((await pollJob(svc.url, svc.apiKey, onTime.body.id)).status).toBe('succeeded');
+    } finally {
+      release();
+    }
+  });
+
+  it('refuses a deadline it cannot read', async () => {
+    const res = await submit({}, { prefer: 'respond-async', 'cancel-after': 'tomorrow' });
+    expect(res.status).toBe(400);
+    expect(res.body.error.param).toBe('Cancel-After');
+  });
+});
