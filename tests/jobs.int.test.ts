@@ -1,4 +1,7 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { Webhook } from 'standardwebhooks';
 import { type FakeOpenAI, makeMask, makePng, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
 import { editForm, get, pollJob, post } from './helpers';
 
@@ -10,13 +13,31 @@ let svc: TestService;
 let fake: FakeOpenAI;
 let png: Buffer;
 let mask: Buffer;
+/** webhook deliveries received, by job id */
+const hooks: Array<{ headers: http.IncomingHttpHeaders; body: string }> = [];
+let receiver: http.Server;
+let hookUrl: string;
 
 beforeAll(async () => {
+  receiver = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => {
+      body += c.toString('utf8');
+    });
+    req.on('end', () => {
+      hooks.push({ headers: req.headers, body });
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
   fake = await startFakeOpenAI({ apiKey: 'sk-upstream' });
   svc = await startTestService({
     OPENAI_API_KEY: 'sk-upstream',
     OPENAI_BASE_URL: fake.url,
     DEADLINE_SWEEP_INTERVAL_MS: '200',
+    // the webhook receiver is on loopback
+    WEBHOOK_ALLOW_PRIVATE: 'true',
     MODEL_REGISTRY: JSON.stringify({ providers: { openai: { concurrency: 1 } } }),
   });
   png = await makePng(64, 64);
@@ -26,7 +47,19 @@ beforeAll(async () => {
 afterAll(async () => {
   await svc?.stop();
   await fake?.close();
+  receiver?.closeAllConnections();
+  await new Promise((r) => receiver?.close(r));
 });
+
+/** The verified events a job's webhook received, in order. */
+async function eventsFor(jobId: string): Promise<string[]> {
+  const { body } = await get(`${svc.url}/v1/webhooks/secret`, svc.apiKey);
+  const wh = new Webhook(body.secret);
+  return hooks
+    .map((h) => wh.verify(h.body, h.headers as Record<string, string>) as { type: string; data: { id: string } })
+    .filter((e) => e.data.id === jobId)
+    .map((e) => e.type);
+}
 
 beforeEach(() => fake.reset());
 
@@ -119,7 +152,7 @@ describe('cancellation', () => {
   it('a running job is aborted: the provider call stops, no output stored, nothing billed', async () => {
     // the upstream would take 30 s; the worker (one slot) is free again only if the call was aborted
     fake.respondWith({ delayMs: 30_000 });
-    const res = await submit();
+    const res = await submit({ webhook_url: hookUrl });
     await fake.waitForRequests(1);
     expect((await get(`${svc.url}/v1/jobs/${res.body.id}`, svc.apiKey)).body.status).toBe('in_progress');
     const cancel = await post(`${svc.url}/v1/jobs/${res.body.id}/cancel`, svc.apiKey, new FormData());
@@ -129,6 +162,18 @@ describe('cancellation', () => {
     expect(await outputObjects(res.body.id)).toEqual([]);
     expect(await svc.db.usage.count({ where: { jobId: res.body.id } })).toBe(0);
     expect((await get(`${svc.url}/v1/jobs/${res.body.id}`, svc.apiKey)).body.status).toBe('canceled');
+    // a second cancel is a 409 and sends nothing more
+    expect((await post(`${svc.url}/v1/jobs/${res.body.id}/cancel`, svc.apiKey, new FormData())).status).toBe(409);
+    await until(async () => (await eventsFor(res.body.id)).length > 0);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await eventsFor(res.body.id)).toEqual(['job.canceled']);
+  });
+
+  it('webhook_url gets job.started when asked for, then job.succeeded, signed', async () => {
+    const res = await submit({ model: 'local-inpaint', webhook_url: hookUrl, webhook_events_filter: 'job.started,job.succeeded' });
+    await pollJob(svc.url, svc.apiKey, res.body.id);
+    await until(async () => (await eventsFor(res.body.id)).length === 2);
+    expect(await eventsFor(res.body.id)).toEqual(['job.started', 'job.succeeded']);
   });
 
   it('a finished job answers 409 with its status; another key gets 404', async () => {
@@ -219,7 +264,7 @@ describe('deadlines', () => {
     try {
       const running = await submit();
       await fake.waitForRequests(1);
-      const late = await submit({}, { prefer: 'respond-async', 'cancel-after': '1s' });
+      const late = await submit({ webhook_url: hookUrl }, { prefer: 'respond-async', 'cancel-after': '1s' });
       expect(late.status).toBe(202);
       const job = await pollJob(svc.url, svc.apiKey, late.body.id, 10_000);
       expect(job.status).toBe('expired');
@@ -228,6 +273,8 @@ describe('deadlines', () => {
       await new Promise((r) => setTimeout(r, 300));
       expect(fake.requests).toHaveLength(1);
       expect(await svc.db.usage.count({ where: { jobId: late.body.id } })).toBe(0);
+      await until(async () => (await eventsFor(late.body.id)).length > 0);
+      expect(await eventsFor(late.body.id)).toEqual(['job.expired']);
       // a deadline that is met does nothing
       const onTime = await submit({ cancel_after: '5m' });
       expect((await pollJob(svc.url, svc.apiKey, onTime.body.id)).status).toBe('succeeded');
@@ -240,5 +287,63 @@ describe('deadlines', () => {
     const res = await submit({}, { prefer: 'respond-async', 'cancel-after': 'tomorrow' });
     expect(res.status).toBe(400);
     expect(res.body.error.param).toBe('Cancel-After');
+  });
+});
+
+describe('idempotency keys', () => {
+  it('20 concurrent identical submissions with one key create exactly one job; replays answer the same job', async () => {
+    const key = await svc.newKey('idem');
+    const keyRow = await svc.db.apiKey.findFirstOrThrow({ where: { name: 'idem' }, orderBy: { createdAt: 'desc' } });
+    const send = (fields: Record<string, string> = {}, image = png, apiKey = key) =>
+      post(`${svc.url}/v1/images/edits`, apiKey, editForm({ prompt: 'a hat', model: 'local-inpaint', ...fields }, [['image', image, 'in.png'], ['mask', mask, 'mask.png']]), {
+        prefer: 'respond-async',
+        'idempotency-key': 'order-42',
+      });
+    const results = await Promise.all(Array.from({ length: 20 }, () => send()));
+    expect(await svc.db.job.count({ where: { apiKeyId: keyRow.id } })).toBe(1);
+    const accepted = results.filter((r) => r.status === 202);
+    expect(accepted.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(accepted.map((r) => r.body.id)).size).toBe(1);
+    for (const r of results.filter((x) => x.status !== 202)) expect({ status: r.status, code: r.body.error?.code }).toEqual({ status: 409, code: 'idempotency_key_in_use' });
+
+    const replay = await send();
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.body.id).toBe(accepted[0]!.body.id);
+    expect(await svc.db.job.count({ where: { apiKeyId: keyRow.id } })).toBe(1);
+
+    const changedPrompt = await send({ prompt: 'a different hat' });
+    expect(changedPrompt.status).toBe(422);
+    expect(changedPrompt.body.error).toMatchObject({ code: 'idempotency_error', param: 'Idempotency-Key' });
+    const changedImage = await send({}, await makePng(64, 64, { hole: { x: 0, y: 0, width: 8, height: 8 } }));
+    expect(changedImage.status).toBe(422);
+    // keys are scoped to the API key: another key's 'order-42' is its own
+    const other = await send({}, png, await svc.newKey('idem-2'));
+    expect(other.status).toBe(202);
+    expect(other.body.id).not.toBe(replay.body.id);
+  });
+
+  it('a sync replay answers in OpenAI shape from the same job; a rejected request replays its error', async () => {
+    const headers = { 'idempotency-key': `sync-${Date.now()}` };
+    const form = () => editForm({ prompt: 'a hat', model: 'local-inpaint', response_format: 'b64_json' }, files());
+    const first = await post(`${svc.url}/v1/images/edits`, svc.apiKey, form(), headers);
+    const again = await post(`${svc.url}/v1/images/edits`, svc.apiKey, form(), headers);
+    expect(first.status).toBe(200);
+    expect(again.status).toBe(200);
+    expect(again.headers.get('x-job-id')).toBe(first.headers.get('x-job-id'));
+    expect(again.body.data[0].b64_json).toBe(first.body.data[0].b64_json);
+
+    const badKey = `bad-${Date.now()}`;
+    const bad = () => post(`${svc.url}/v1/images/edits`, svc.apiKey, editForm({ prompt: 'a hat', model: 'local-inpaint', n: '99' }, files()), { 'idempotency-key': badKey });
+    const b1 = await bad();
+    expect(b1.status).toBe(400);
+    expect(b1.body.error.param).toBe('n');
+    const b2 = await bad();
+    expect(b2.status).toBe(400);
+    expect(b2.headers.get('idempotent-replayed')).toBe('true');
+    expect(b2.body).toEqual(b1.body);
+    const empty = await post(`${svc.url}/v1/images/edits`, svc.apiKey, form(), { 'idempotency-key': ' ' });
+    expect(empty.status).toBe(400);
+    expect(empty.body.error.param).toBe('Idempotency-Key');
   });
 });

@@ -9,6 +9,7 @@ import { editsRouter } from './routes/edits';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 import { modelsRouter } from './routes/models';
+import { webhooksRouter } from './routes/webhooks';
 
 /** The HTTP surface: thin routes over the use cases; errors end in one middleware. */
 export function createApp(deps: ApiDeps): express.Express {
@@ -38,6 +39,7 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(editsRouter(deps));
   app.use(jobsRouter(deps));
   app.use(modelsRouter(deps));
+  app.use(webhooksRouter(deps));
 
   app.use(notFoundHandler);
   app.use(errorHandler);

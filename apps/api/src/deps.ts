@@ -1,6 +1,6 @@
 import type { ModelRoute, ServiceConfig } from '@image-edits/core';
 import type { Db } from '@image-edits/db';
-import type { EditQueue, JobEventHub } from '@image-edits/queue';
+import type { EditQueue, JobEventHub, WebhookQueue } from '@image-edits/queue';
 import type { ObjectStore } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -11,6 +11,8 @@ export interface ApiDeps {
   db: Db;
   store: ObjectStore;
   queue: EditQueue;
+  /** webhook deliveries: job events (emitJobEvent) and manual retries */
+  webhookQueue: WebhookQueue;
   hub: JobEventHub;
   redis: Redis;
   routes: Map<string, ModelRoute>;

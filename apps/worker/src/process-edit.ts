@@ -1,5 +1,5 @@
 import { editCost, type JobError, type ProviderSettings } from '@image-edits/core';
-import { getJob, markFailed, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, type Db } from '@image-edits/db';
+import { emitJobEvent, getJob, markFailed, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, type Db, type WebhookEnqueuer } from '@image-edits/db';
 import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
 import { backoffDelay, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
@@ -19,6 +19,8 @@ export interface WorkerDeps {
   queue: Pick<EditQueue, 'enqueue'>;
   /** job events: a `canceled` one aborts the job running here */
   hub: JobEventHub;
+  /** webhook deliveries of job events */
+  webhookQueue: WebhookEnqueuer;
   logger: Logger;
 }
 
@@ -38,6 +40,8 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     return;
   }
   await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' });
+  // only the first start is news (and only to those who asked for job.started)
+  if (job.attempts === 1) await emitWebhooks(deps, jobId, 'job.started');
 
   const target = job.targets[targetIndex];
   const provider = target ? deps.providers.get(target.provider) : undefined;
@@ -98,6 +102,7 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: won }, 'edit finished');
     if (won) {
       await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'succeeded' });
+      await emitWebhooks(deps, jobId, 'job.succeeded');
     } else if ((await getJob(deps.db, jobId))?.status === 'canceled') {
       // canceled between the provider's answer and the commit: nothing of it may stay
       await deps.store.deletePrefix(outputPrefix(jobId));
@@ -140,7 +145,15 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
 }
 
 async function fail(deps: WorkerDeps, jobId: string, error: JobError): Promise<void> {
-  if (await markFailed(deps.db, jobId, error)) await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'failed' });
+  if (await markFailed(deps.db, jobId, error)) {
+    await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'failed' });
+    await emitWebhooks(deps, jobId, 'job.failed');
+  }
+}
+
+/** The job's state is already committed: a webhook hiccup is logged, never turned into a job failure. */
+async function emitWebhooks(deps: WorkerDeps, jobId: string, type: 'job.started' | 'job.succeeded' | 'job.failed'): Promise<void> {
+  await emitJobEvent({ db: deps.db, webhookQueue: deps.webhookQueue, logger: deps.logger }, jobId, type).catch((err: unknown) => deps.logger.error({ err, jobId, event: type }, 'webhook event not recorded'));
 }
 
 async function loadImage(store: ObjectStore, img: { key: string; format: InputImage['format']; width: number; height: number; filename?: string }): Promise<InputImage> {

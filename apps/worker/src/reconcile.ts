@@ -1,14 +1,21 @@
-import { expireOverdue, findStaleUnfinished, markFailed, touchJob, type Db } from '@image-edits/db';
-import { type EditQueue, publishJobEvent } from '@image-edits/queue';
+import { emitJobEvent, expireOverdue, findStaleUnfinished, markFailed, purgeExpiredIdempotencyKeys, touchJob, type Db } from '@image-edits/db';
+import { type EditQueue, publishJobEvent, type WebhookQueue } from '@image-edits/queue';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+
+interface ReconcileDeps {
+  db: Db;
+  queue: EditQueue;
+  webhookQueue: Pick<WebhookQueue, 'enqueue'>;
+  logger: Logger;
+}
 
 /**
  * Postgres is the source of truth: a job it holds as queued or in progress that BullMQ no longer
  * has (Redis restarted without persistence, an enqueue that failed after the insert) is enqueued
  * again. Safe with many workers: the BullMQ job id is the row id, so duplicates collapse.
  */
-export async function reconcileOnce(deps: { db: Db; queue: EditQueue; logger: Logger }, graceMs: number, batch = 500): Promise<number> {
+export async function reconcileOnce(deps: ReconcileDeps, graceMs: number, batch = 500): Promise<number> {
   const stale = await findStaleUnfinished(deps.db, new Date(Date.now() - graceMs), batch);
   let requeued = 0;
   for (const job of stale) {
@@ -22,6 +29,7 @@ export async function reconcileOnce(deps: { db: Db; queue: EditQueue; logger: Lo
         code: 'worker_crashed',
         status: 500,
       });
+      await emitJobEvent(deps, job.id, 'job.failed');
       deps.logger.error({ jobId: job.id, provider: job.provider }, 'job failed in the queue after repeated worker crashes; marked failed');
       continue;
     }
@@ -32,10 +40,12 @@ export async function reconcileOnce(deps: { db: Db; queue: EditQueue; logger: Lo
   return requeued;
 }
 
-export function startReconciler(deps: { db: Db; queue: EditQueue; logger: Logger }, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
+export function startReconciler(deps: ReconcileDeps, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   const timer = setInterval(() => {
-    running = reconcileOnce(deps, graceMs).catch((err: unknown) => deps.logger.error({ err }, 'reconcile failed; will try again'));
+    running = reconcileOnce(deps, graceMs)
+      .then(() => purgeExpiredIdempotencyKeys(deps.db))
+      .catch((err: unknown) => deps.logger.error({ err }, 'reconcile failed; will try again'));
   }, intervalMs);
   timer.unref();
   return {
@@ -50,11 +60,12 @@ export function startReconciler(deps: { db: Db; queue: EditQueue; logger: Logger
  * Jobs that waited past their `Cancel-After` deadline without starting become expired (never run,
  * never billed) and leave their queue. Every worker sweeps; the conditional update expires each once.
  */
-export function startDeadlineSweeper(deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; logger: Logger }, intervalMs: number): { stop(): Promise<void> } {
+export function startDeadlineSweeper(deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; webhookQueue: Pick<WebhookQueue, 'enqueue'>; logger: Logger }, intervalMs: number): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   const sweep = async () => {
     for (const job of await expireOverdue(deps.db)) {
       await publishJobEvent(deps.redis, deps.prefix, { jobId: job.id, status: 'expired' });
+      await emitJobEvent(deps, job.id, 'job.expired');
       await deps.queue.remove(job.provider, { jobId: job.id, target: job.targetIndex }).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'expired job not taken off its queue; a worker will skip it'));
       deps.logger.info({ jobId: job.id }, 'job expired before it started');
     }

@@ -1,11 +1,12 @@
 import { configuredProviders, type ProviderId, type ServiceConfig } from '@image-edits/core';
 import { createDb } from '@image-edits/db';
 import { buildProviders } from '@image-edits/providers';
-import { createEditQueue, createEditWorker, createJobEventHub, createRedis } from '@image-edits/queue';
+import { createEditQueue, createEditWorker, createJobEventHub, createRedis, createWebhookQueue } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
 import pino, { type Logger } from 'pino';
 import { processEdit } from './process-edit';
 import { startDeadlineSweeper, startReconciler } from './reconcile';
+import { startWebhookDelivery } from './webhooks';
 
 export interface RunningWorker {
   logger: Logger;
@@ -25,9 +26,10 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   const redis = createRedis(env.REDIS_URL);
   const queueCfg = { redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX };
   const queue = createEditQueue(queueCfg, redis, (provider) => settings(provider));
+  const webhookQueue = createWebhookQueue(queueCfg, redis, env.WEBHOOK_RETRY_DELAYS_MS);
   // one subscription per process: cancels reach the job running here
   const hub = await createJobEventHub(createRedis(env.REDIS_URL), env.QUEUE_PREFIX);
-  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, logger };
+  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, webhookQueue, logger };
   // one BullMQ worker per configured provider: a slow or throttled provider holds only its own slots
   const workerRedis = createRedis(env.REDIS_URL);
   const workers = [...configuredProviders(config)].filter((p) => providers.has(p)).map((provider) => {
@@ -42,8 +44,9 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
     return worker;
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
-  const reconciler = startReconciler({ db, queue, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
-  const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
+  const reconciler = startReconciler({ db, queue, webhookQueue, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
+  const webhooks = await startWebhookDelivery(config, { db, store, webhookQueue, connection: workerRedis, logger });
+  const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, webhookQueue, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
   logger.info({ providers: Object.fromEntries([...providers.keys()].map((p) => [p, settings(p).concurrency])) }, 'worker ready');
 
   return {
@@ -52,8 +55,10 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
       await reconciler.stop();
       await sweeper.stop();
       await Promise.all(workers.map((w) => w.close())); // each waits for its in-flight jobs
+      await webhooks.close(); // after the edit workers: their last events still go out
       await hub.close();
       await queue.close();
+      await webhookQueue.close();
       // BullMQ closes only the connections it created itself
       workerRedis.disconnect();
       redis.disconnect();

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { buildRegistry, parseRegistryDocument, type Registry, RegistryError } from './registry';
+import { retryDelaysSchema } from './webhooks';
 
 /**
  * The service's configuration, parsed once at startup from an environment object (only the apps'
@@ -62,6 +63,11 @@ export const envSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
   RECONCILE_INTERVAL_MS: int(60_000, 100),
   RECONCILE_GRACE_MS: int(60_000, 0),
+  /** delay before each webhook delivery attempt, first included; Standard Webhooks' schedule by default */
+  WEBHOOK_RETRY_DELAYS_MS: retryDelaysSchema,
+  /** deliver webhooks to loopback/private/link-local addresses too (tests, trusted networks only) */
+  WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  WEBHOOK_TIMEOUT_MS: int(10_000, 100),
   /** how often queued jobs past their Cancel-After deadline are expired */
   DEADLINE_SWEEP_INTERVAL_MS: int(1000, 50),
 });

@@ -7,3 +7,6 @@ export * from './config';
 export * from './registry';
 export * from './routes';
 export * from './pricing';
+export * from './job-view';
+export * from './egress';
+export * from './webhooks';

@@ -43,6 +43,8 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     // s3rver stores verbatim (corrupting the object). Checksums stay on where the API requires them.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    // resolve each command's middleware stack once, not on every call (no per-command middleware here)
+    cacheMiddleware: true,
   });
   const Bucket = cfg.bucket;
 
@@ -56,7 +58,9 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     async getBuffer(key) {
       const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
       if (!out.Body) throw new Error(`object ${key} has no body`);
-      return Buffer.from(await out.Body.transformToByteArray());
+      const bytes = await out.Body.transformToByteArray();
+      // a view, not a copy: outputs can be many megabytes
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     },
     presignGet(key, expiresInSeconds) {
       return getSignedUrl(client, new GetObjectCommand({ Bucket, Key: key }), { expiresIn: expiresInSeconds });

@@ -1,10 +1,20 @@
 import type { RequestHandler } from 'express';
 import { unauthorized } from '@image-edits/core';
-import { findApiKey } from '@image-edits/db';
+import { findApiKey, hashKey } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 
+/**
+ * A known key is remembered for this long (by its hash, in this process only), sparing a database
+ * round trip per request. So a revoked key keeps working for at most this long on each API replica;
+ * unknown keys are never remembered, so a new key works at once.
+ */
+export const KEY_CACHE_TTL_MS = 5_000;
+const KEY_CACHE_MAX = 10_000;
+
 /** `Authorization: Bearer <key>`; the key's id lands in res.locals.apiKeyId. */
-export function requireApiKey(deps: Pick<ApiDeps, 'db'>): RequestHandler {
+export function requireApiKey(deps: Pick<ApiDeps, 'db'>, opts: { cacheTtlMs?: number } = {}): RequestHandler {
+  const ttlMs = opts.cacheTtlMs ?? KEY_CACHE_TTL_MS;
+  const known = new Map<string, { id: string; until: number }>();
   return async (req, res, next) => {
     const header = req.get('authorization') ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -12,12 +22,22 @@ export function requireApiKey(deps: Pick<ApiDeps, 'db'>): RequestHandler {
       next(unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' (create one with: npm run keys -- create --name NAME)"));
       return;
     }
-    const key = await findApiKey(deps.db, match[1]!);
-    if (!key) {
-      next(unauthorized('Incorrect API key provided. Create one with: npm run keys -- create --name NAME'));
-      return;
+    const hash = hashKey(match[1]!);
+    const now = Date.now();
+    let entry = known.get(hash);
+    if (!entry || entry.until <= now) {
+      const key = await findApiKey(deps.db, match[1]!);
+      if (!key) {
+        known.delete(hash);
+        next(unauthorized('Incorrect API key provided. Create one with: npm run keys -- create --name NAME'));
+        return;
+      }
+      // bounded: only valid keys get in, and the map starts over when it is full
+      if (known.size >= KEY_CACHE_MAX) known.clear();
+      entry = { id: key.id, until: now + ttlMs };
+      known.set(hash, entry);
     }
-    res.locals.apiKeyId = key.id;
+    res.locals.apiKeyId = entry.id;
     next();
   };
 }

@@ -1,8 +1,10 @@
-import { Router } from 'express';
-import { invalidRequest, isFinal, ServiceError } from '@image-edits/core';
+import { type Response, Router } from 'express';
+import { invalidRequest, isFinal, notFound, ServiceError } from '@image-edits/core';
+import { getJob, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { editResponse, jobObject, publicError } from '../presenters';
+import { idempotency, multipartDigest, recordJob } from '../middleware/idempotency';
 import { clientGone, MAX_WAIT_SECONDS } from './jobs';
 import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
 import { submitEdit } from '../use-cases/submit-edit';
@@ -14,52 +16,67 @@ import { waitForJob } from '../use-cases/wait-for-job';
  */
 export function editsRouter(deps: ApiDeps): Router {
   const router = Router();
-  router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), async (req, res) => {
+  const replayable = idempotency(deps, {
+    hash: (req) => multipartDigest(req, uploadedFiles(req), ['cancel-after']),
+    replayJob: async (req, res, jobId, prefer) => {
+      releaseUploads(req);
+      const job = await getJob(deps.db, jobId);
+      if (!job) throw notFound(`The job ${jobId} created by this Idempotency-Key no longer exists`, 'Idempotency-Key', 'job_not_found');
+      await respondWithJob(deps, res, job, prefer);
+    },
+  });
+  router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), replayable, async (req, res) => {
     const job = await submitEdit(deps, { apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req), cancelAfter: req.get('cancel-after') });
+    recordJob(res, job.id);
     // the inputs are in S3 now: a sync request does not hold their bytes (or disk) while it waits
     releaseUploads(req);
-    const location = `/v1/jobs/${job.id}`;
-    res.set('x-job-id', job.id);
-    const prefer = parsePrefer(req.get('prefer'));
-    if (prefer.wait !== undefined) {
-      // Replicate's `Prefer: wait=N`: the job object, final (200) or not yet (202 + Location)
-      const seconds = Math.min(prefer.wait, MAX_WAIT_SECONDS);
-      const gone = clientGone(req, res);
-      const now = (await waitForJob(deps, job.id, seconds * 1000, gone)) ?? job;
-      if (gone.aborted) return;
-      res.set('preference-applied', `wait=${seconds}`);
-      if (!isFinal(now.status)) res.status(202).location(location);
-      res.json(await jobObject(now, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS));
-      return;
-    }
-    if (prefer.respondAsync) {
-      res.set('preference-applied', 'respond-async');
-      res.status(202).location(location).json(await jobObject(job, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS));
-      return;
-    }
-
-    // The job goes on if the client disconnects; only the waiting stops.
-    const gone = new AbortController();
-    res.on('close', () => gone.abort());
-    const done = await waitForJob(deps, job.id, deps.config.env.SYNC_TIMEOUT_SECONDS * 1000, gone.signal);
-    if (gone.signal.aborted) return;
-    if (!done || done.status === 'queued' || done.status === 'in_progress') {
-      // x-should-retry: false keeps the OpenAI SDKs from submitting the same edit again
-      res.set('x-should-retry', 'false').location(location);
-      res.status(504).json({
-        error: { message: `The edit is still running as job ${job.id}; fetch GET ${location} for its result`, type: 'server_error', param: null, code: 'sync_wait_timeout' },
-      });
-      return;
-    }
-    if (done.status === 'succeeded') {
-      res.json(await editResponse(done, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS));
-      return;
-    }
-    const status = done.error?.status ?? (done.status === 'canceled' ? 409 : 500);
-    const error = done.error ? publicError(done.error) : { message: `job ${done.status}`, type: 'server_error', code: `job_${done.status}` };
-    res.set('x-should-retry', status >= 500 ? 'true' : 'false').status(status).json({ error: { param: null, ...error } });
+    await respondWithJob(deps, res, job, req.get('prefer'));
   });
   return router;
+}
+
+/** Answers for a submitted job as the request preferred: the job object (async, wait=N) or OpenAI's shape (sync). */
+async function respondWithJob(deps: ApiDeps, res: Response, job: JobRecord, preferHeader: string | undefined): Promise<void> {
+  const ttl = deps.config.env.SIGNED_URL_TTL_SECONDS;
+  const location = `/v1/jobs/${job.id}`;
+  res.set('x-job-id', job.id);
+  const prefer = parsePrefer(preferHeader);
+  if (prefer.wait !== undefined) {
+    // Replicate's `Prefer: wait=N`: the job object, final (200) or not yet (202 + Location)
+    const seconds = Math.min(prefer.wait, MAX_WAIT_SECONDS);
+    const gone = clientGone(res);
+    const now = isFinal(job.status) ? job : ((await waitForJob(deps, job.id, seconds * 1000, gone)) ?? job);
+    if (gone.aborted) return;
+    res.set('preference-applied', `wait=${seconds}`);
+    if (!isFinal(now.status)) res.status(202).location(location);
+    res.json(await jobObject(now, deps.store, ttl));
+    return;
+  }
+  if (prefer.respondAsync) {
+    res.set('preference-applied', 'respond-async');
+    res.status(202).location(location).json(await jobObject(job, deps.store, ttl));
+    return;
+  }
+
+  // The job goes on if the client disconnects; only the waiting stops.
+  const gone = clientGone(res);
+  const done = isFinal(job.status) ? job : await waitForJob(deps, job.id, deps.config.env.SYNC_TIMEOUT_SECONDS * 1000, gone);
+  if (gone.aborted) return;
+  if (!done || !isFinal(done.status)) {
+    // x-should-retry: false keeps the OpenAI SDKs from submitting the same edit again
+    res.set('x-should-retry', 'false').location(location);
+    res.status(504).json({
+      error: { message: `The edit is still running as job ${job.id}; fetch GET ${location} for its result`, type: 'server_error', param: null, code: 'sync_wait_timeout' },
+    });
+    return;
+  }
+  if (done.status === 'succeeded') {
+    res.json(await editResponse(done, deps.store, ttl));
+    return;
+  }
+  const status = done.error?.status ?? (done.status === 'canceled' ? 409 : done.status === 'expired' ? 408 : 500);
+  const error = done.error ? publicError(done.error) : { message: `The job was ${done.status} before it finished`, type: 'invalid_request_error', code: `job_${done.status}` };
+  res.set('x-should-retry', status >= 500 ? 'true' : 'false').status(status).json({ error: { param: null, ...error } });
 }
 
 const requireMultipart: import('express').RequestHandler = (req, _res, next) => {

@@ -1,4 +1,4 @@
-import { Router, type Request, type Response } from 'express';
+import { type Response, Router } from 'express';
 import { invalidRequest, isFinal, JOB_STATUSES, type JobStatus, notFound } from '@image-edits/core';
 import { getJobForKey, listJobs } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
@@ -45,7 +45,7 @@ export function jobsRouter(deps: ApiDeps): Router {
     const wait = intParam(req.query.wait, 'wait', 0, MAX_WAIT_SECONDS);
     if (wait && !isFinal(job.status)) {
       // long-poll: answers as soon as the job is final (signalled over Redis, no polling per waiter)
-      const gone = clientGone(req, res);
+      const gone = clientGone(res);
       job = (await waitForJob(deps, job.id, wait * 1000, gone)) ?? job;
       if (gone.aborted) return;
     }
@@ -68,7 +68,7 @@ function intParam(value: unknown, name: string, min: number, max: number): numbe
 }
 
 /** Aborts when the client goes away: waiting stops, the job goes on. */
-export function clientGone(_req: Request, res: Response): AbortSignal {
+export function clientGone(res: Response): AbortSignal {
   const gone = new AbortController();
   res.on('close', () => gone.abort());
   return gone.signal;

@@ -1,5 +1,5 @@
 import { conflict, notFound } from '@image-edits/core';
-import { getJobForKey, type JobRecord, markCanceled } from '@image-edits/db';
+import { emitJobEvent, getJobForKey, type JobRecord, markCanceled } from '@image-edits/db';
 import { publishJobEvent } from '@image-edits/queue';
 import type { ApiDeps } from '../deps';
 
@@ -8,7 +8,7 @@ import type { ApiDeps } from '../deps';
  * aborted by its worker, which hears the `canceled` event (its late result is discarded, nothing
  * is stored or billed). A finished job answers 409 with its status.
  */
-export async function cancelJob(deps: Pick<ApiDeps, 'db' | 'queue' | 'redis' | 'config' | 'logger'>, apiKeyId: string, id: string): Promise<JobRecord> {
+export async function cancelJob(deps: Pick<ApiDeps, 'db' | 'queue' | 'redis' | 'config' | 'logger' | 'webhookQueue'>, apiKeyId: string, id: string): Promise<JobRecord> {
   const job = await getJobForKey(deps.db, id, apiKeyId);
   if (!job) throw notFound(`No job with id '${id}'`, 'id', 'job_not_found');
   if (!(await markCanceled(deps.db, id))) {
@@ -17,6 +17,7 @@ export async function cancelJob(deps: Pick<ApiDeps, 'db' | 'queue' | 'redis' | '
   }
   // waiters and the worker running it hear this; the row already says canceled
   await publishJobEvent(deps.redis, deps.config.env.QUEUE_PREFIX, { jobId: id, status: 'canceled' });
+  await emitJobEvent({ db: deps.db, webhookQueue: deps.webhookQueue, logger: deps.logger }, id, 'job.canceled');
   if (job.status === 'queued') {
     try {
       await deps.queue.remove(job.provider, { jobId: id, target: job.targetIndex });

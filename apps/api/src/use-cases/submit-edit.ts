@@ -1,6 +1,8 @@
 import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import sharp from 'sharp';
 import {
+  assertEgressAllowed,
   checkEditParams,
   checkImages,
   type ImageFacts,
@@ -36,6 +38,8 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
   const route = resolveModel(deps.routes, fields.model ?? deps.config.env.DEFAULT_MODEL);
   const params = checkEditParams(route.id, route.capabilities, fields);
   const options = parseJobOptions(fields, input.cancelAfter);
+  // the webhook's host is checked now (400) and again at every delivery (DNS rebinding)
+  if (options.webhookUrl) options.webhookUrl = await assertEgressAllowed(options.webhookUrl, { allowPrivate: deps.config.env.WEBHOOK_ALLOW_PRIVATE, param: 'webhook_url' });
 
   const imageFiles = input.files.filter((f) => isImageField(f.field)).sort(byImageIndex);
   const maskFiles = input.files.filter((f) => f.field === 'mask');
@@ -107,7 +111,8 @@ async function hasTransparentPixel(file: UploadedFile, facts: ImageFacts, maxPix
 async function storeInput(deps: Pick<ApiDeps, 'store'>, file: UploadedFile, facts: ImageFacts, key: string): Promise<StoredImage> {
   const format = facts.format as StoredImage['format'];
   const src = source(file);
-  await deps.store.put(key, typeof src === 'string' ? createReadStream(src) : src, { contentType: CONTENT_TYPES[format] ?? 'application/octet-stream', contentLength: file.size });
+  // a stream either way: the SDK then signs UNSIGNED-PAYLOAD rather than hashing the bytes here (as for files)
+  await deps.store.put(key, typeof src === 'string' ? createReadStream(src) : Readable.from([src]), { contentType: CONTENT_TYPES[format] ?? 'application/octet-stream', contentLength: file.size });
   return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
 }
 

@@ -1,0 +1,89 @@
+import { jobObject, type LookupAll, type MediaSource } from '@image-edits/core';
+import {
+  type Db,
+  disableWebhookEndpoint,
+  failWebhookDelivery,
+  getJob,
+  getOrCreateKeyWebhookSecret,
+  getWebhookDelivery,
+  JOB_WEBHOOK_DESTINATION,
+  recordWebhookAttempt,
+} from '@image-edits/db';
+import { RetryDelivery, type WebhookJobContext, webhookRetryDelay } from '@image-edits/queue';
+import type { Logger } from 'pino';
+import { Webhook } from 'standardwebhooks';
+import { sendWebhook } from './send';
+
+export const WEBHOOK_USER_AGENT = 'image-edits-webhooks/1.0 (+https://www.standardwebhooks.com)';
+
+export interface WebhookDeliveryDeps {
+  db: Db;
+  store: MediaSource;
+  /** lifetime of the result URLs in the payload */
+  ttlSeconds: number;
+  /** WEBHOOK_RETRY_DELAYS_MS */
+  delaysMs: readonly number[];
+  timeoutMs: number;
+  allowPrivate: boolean;
+  logger: Logger;
+  lookup?: LookupAll;
+}
+
+/**
+ * One attempt of one delivery: the job is rendered now (fresh presigned URLs, never base64), signed
+ * per Standard Webhooks with the endpoint's secret (or the key's default one for a per-submission
+ * webhook_url) under the delivery's stable message id, sent, and the attempt recorded. A retryable
+ * failure with attempts left throws RetryDelivery with the wait (schedule, Retry-After).
+ */
+export async function deliverWebhook(deps: WebhookDeliveryDeps, ctx: WebhookJobContext): Promise<void> {
+  const { deliveryId } = ctx.payload;
+  const { db } = deps;
+  const delivery = await getWebhookDelivery(db, deliveryId);
+  // finished meanwhile (or a stale duplicate of the queue entry): nothing to do
+  if (delivery?.status !== 'pending') return;
+  const log = deps.logger.child({ deliveryId, jobId: delivery.jobId, event: delivery.eventType, attempt: ctx.attempt });
+
+  let secret: string;
+  if (delivery.endpoint) {
+    if (delivery.endpoint.deletedAt) return failWebhookDelivery(db, deliveryId, 'the webhook endpoint was deleted');
+    secret = delivery.endpoint.secret;
+  } else if (delivery.destination === JOB_WEBHOOK_DESTINATION) {
+    secret = await getOrCreateKeyWebhookSecret(db, delivery.apiKeyId);
+  } else {
+    return failWebhookDelivery(db, deliveryId, 'the webhook endpoint was deleted');
+  }
+  const job = await getJob(db, delivery.jobId);
+  if (!job) return failWebhookDelivery(db, deliveryId, 'the job no longer exists');
+
+  const body = JSON.stringify({
+    type: delivery.eventType,
+    timestamp: delivery.createdAt.toISOString(),
+    data: await jobObject(job, deps.store, deps.ttlSeconds, { urlsOnly: true }),
+  });
+  const sentAt = new Date();
+  const headers = {
+    'content-type': 'application/json',
+    'user-agent': WEBHOOK_USER_AGENT,
+    'webhook-id': delivery.messageId,
+    'webhook-timestamp': String(Math.floor(sentAt.getTime() / 1000)),
+    'webhook-signature': new Webhook(secret).sign(delivery.messageId, sentAt, body),
+  };
+  const result = await sendWebhook({ url: delivery.url, headers, body, timeoutMs: deps.timeoutMs, allowPrivate: deps.allowPrivate, ...(deps.lookup ? { lookup: deps.lookup } : {}) });
+
+  const retry = result.outcome === 'retry' && !ctx.isLastAttempt;
+  const delayMs = retry ? webhookRetryDelay(deps.delaysMs, ctx.attempt, result.retryAfterMs) : 0;
+  const status = result.outcome === 'delivered' ? 'succeeded' : retry ? 'pending' : 'failed';
+  const attempt = await recordWebhookAttempt(db, deliveryId, {
+    statusCode: result.statusCode,
+    latencyMs: result.latencyMs,
+    error: result.error,
+    status,
+    nextAttemptAt: retry ? new Date(Date.now() + delayMs) : null,
+  });
+  // 410 Gone: the receiver asks for no more; only that endpoint stops (a per-submission URL has nothing to disable)
+  if (result.outcome === 'gone' && delivery.endpointId) await disableWebhookEndpoint(db, delivery.endpointId);
+  const summary = { recorded: attempt, statusCode: result.statusCode, ms: result.latencyMs, outcome: result.outcome };
+  if (status === 'succeeded') log.info(summary, 'webhook delivered');
+  else log.warn({ ...summary, error: result.error, ...(retry ? { retryInMs: delayMs } : {}) }, retry ? 'webhook attempt failed; will retry' : 'webhook delivery failed');
+  if (retry) throw new RetryDelivery(delayMs);
+}

@@ -1,0 +1,179 @@
+import { newId, newWebhookSecret, type WebhookEvent, wantsEvent } from '@image-edits/core';
+import type { Db } from './client';
+import type { WebhookAttempt, WebhookDelivery, WebhookEndpoint } from './generated/prisma/client';
+
+/** Webhook endpoints, deliveries and their attempts, and the key's default secret. */
+export type WebhookEndpointRecord = WebhookEndpoint;
+export type WebhookDeliveryRecord = WebhookDelivery;
+export type WebhookAttemptRecord = WebhookAttempt;
+export type WebhookDeliveryStatus = WebhookDelivery['status'];
+
+/** `destination` of a delivery to the job's own webhook_url (otherwise it is the endpoint's id). */
+export const JOB_WEBHOOK_DESTINATION = 'webhook_url';
+
+// ---- the key's default secret (signs deliveries to per-submission webhook_url) ----
+
+/** The key's secret, created on first use; concurrent first reads agree on one. */
+export async function getOrCreateKeyWebhookSecret(db: Db, apiKeyId: string): Promise<string> {
+  await db.apiKey.updateMany({ where: { id: apiKeyId, webhookSecret: null }, data: { webhookSecret: newWebhookSecret() } });
+  const row = await db.apiKey.findUniqueOrThrow({ where: { id: apiKeyId }, select: { webhookSecret: true } });
+  return row.webhookSecret!;
+}
+
+/** A new secret at once: deliveries sent from now on are signed with it. */
+export async function rotateKeyWebhookSecret(db: Db, apiKeyId: string): Promise<string> {
+  const secret = newWebhookSecret();
+  await db.apiKey.update({ where: { id: apiKeyId }, data: { webhookSecret: secret } });
+  return secret;
+}
+
+// ---- endpoints ----
+
+export interface NewWebhookEndpoint {
+  apiKeyId: string;
+  url: string;
+  events: WebhookEvent[];
+  description?: string | undefined;
+}
+
+export async function createWebhookEndpoint(db: Db, e: NewWebhookEndpoint): Promise<WebhookEndpointRecord> {
+  return db.webhookEndpoint.create({
+    data: { id: newId('we'), apiKeyId: e.apiKeyId, url: e.url, secret: newWebhookSecret(), events: e.events, description: e.description ?? null },
+  });
+}
+
+/** The key's endpoints, oldest first; deleted ones are gone, disabled ones are listed. */
+export async function listWebhookEndpoints(db: Db, apiKeyId: string): Promise<WebhookEndpointRecord[]> {
+  return db.webhookEndpoint.findMany({ where: { apiKeyId, deletedAt: null }, orderBy: { createdAt: 'asc' } });
+}
+
+export async function countWebhookEndpoints(db: Db, apiKeyId: string): Promise<number> {
+  return db.webhookEndpoint.count({ where: { apiKeyId, deletedAt: null } });
+}
+
+/** Another key's endpoint is simply not found. */
+export async function getWebhookEndpointForKey(db: Db, id: string, apiKeyId: string): Promise<WebhookEndpointRecord | null> {
+  return db.webhookEndpoint.findFirst({ where: { id, apiKeyId, deletedAt: null } });
+}
+
+/** Soft delete: no more events go there; past deliveries stay listed. */
+export async function deleteWebhookEndpoint(db: Db, id: string, apiKeyId: string): Promise<boolean> {
+  const res = await db.webhookEndpoint.updateMany({ where: { id, apiKeyId, deletedAt: null }, data: { deletedAt: new Date() } });
+  return res.count > 0;
+}
+
+/** The receiver answered 410 Gone (Standard Webhooks: stop sending there). */
+export async function disableWebhookEndpoint(db: Db, id: string): Promise<void> {
+  await db.webhookEndpoint.updateMany({ where: { id, disabledAt: null }, data: { disabledAt: new Date() } });
+}
+
+// ---- deliveries ----
+
+export type DeliveryWithEndpoint = WebhookDeliveryRecord & { endpoint: WebhookEndpointRecord | null };
+
+export async function getWebhookDelivery(db: Db, id: string): Promise<DeliveryWithEndpoint | null> {
+  return db.webhookDelivery.findUnique({ where: { id }, include: { endpoint: true } });
+}
+
+export type DeliveryWithAttempts = WebhookDeliveryRecord & { attemptLog: WebhookAttemptRecord[] };
+
+export async function listWebhookDeliveriesForJob(db: Db, jobId: string, apiKeyId: string): Promise<DeliveryWithAttempts[]> {
+  return db.webhookDelivery.findMany({
+    where: { jobId, apiKeyId },
+    orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+    include: { attemptLog: { orderBy: { attempt: 'asc' } } },
+  });
+}
+
+export async function getWebhookDeliveryForKey(db: Db, id: string, jobId: string, apiKeyId: string): Promise<DeliveryWithAttempts | null> {
+  return db.webhookDelivery.findFirst({ where: { id, jobId, apiKeyId }, include: { attemptLog: { orderBy: { attempt: 'asc' } } } });
+}
+
+export interface AttemptOutcome {
+  /** null when no HTTP response came */
+  statusCode: number | null;
+  latencyMs: number;
+  error: string | null;
+  /** the delivery's status after this attempt: pending while retries remain */
+  status: WebhookDeliveryStatus;
+  nextAttemptAt: Date | null;
+}
+
+/** One attempt: its row and the delivery's summary, in one transaction. Returns the attempt number. */
+export async function recordWebhookAttempt(db: Db, deliveryId: string, a: AttemptOutcome): Promise<number> {
+  return db.$transaction(async (tx) => {
+    const d = await tx.webhookDelivery.update({
+      where: { id: deliveryId },
+      data: { attempts: { increment: 1 }, status: a.status, lastStatusCode: a.statusCode, lastError: a.error, nextAttemptAt: a.nextAttemptAt, updatedAt: new Date() },
+      select: { attempts: true },
+    });
+    await tx.webhookAttempt.create({
+      data: { id: newId('wha'), deliveryId, attempt: d.attempts, statusCode: a.statusCode, latencyMs: Math.round(a.latencyMs), error: a.error },
+    });
+    return d.attempts;
+  });
+}
+
+/** A manual retry: a finished delivery goes back to pending. False while it is still pending. */
+export async function reopenWebhookDelivery(db: Db, id: string): Promise<boolean> {
+  const res = await db.webhookDelivery.updateMany({ where: { id, status: { in: ['succeeded', 'failed'] } }, data: { status: 'pending', nextAttemptAt: new Date(), updatedAt: new Date() } });
+  return res.count > 0;
+}
+
+/** Ends a delivery without an attempt (its job or endpoint is gone, or it could not be queued). */
+export async function failWebhookDelivery(db: Db, id: string, error: string): Promise<void> {
+  await db.webhookDelivery.updateMany({ where: { id, status: 'pending' }, data: { status: 'failed', lastError: error, nextAttemptAt: null, updatedAt: new Date() } });
+}
+
+/** Pending deliveries whose next attempt is overdue: candidates for re-enqueueing when Redis lost them. */
+export async function findOverdueWebhookDeliveries(db: Db, olderThan: Date, limit: number): Promise<{ id: string }[]> {
+  return db.webhookDelivery.findMany({
+    where: { status: 'pending', OR: [{ nextAttemptAt: { lt: olderThan } }, { nextAttemptAt: null, updatedAt: { lt: olderThan } }] },
+    select: { id: true },
+    orderBy: { updatedAt: 'asc' },
+    take: limit,
+  });
+}
+
+// ---- events ----
+
+/** What emitJobEvent needs of the webhook queue (packages/queue's WebhookQueue fits). */
+export interface WebhookEnqueuer {
+  enqueue(payload: { deliveryId: string }): Promise<void>;
+}
+
+export interface EmitDeps {
+  db: Db;
+  webhookQueue: WebhookEnqueuer;
+  logger?: { warn(obj: object, msg: string): void };
+}
+
+/**
+ * A job event for webhooks: one delivery per destination that wants it (the job's own webhook_url,
+ * and each of the key's live endpoints whose filter has the event; an empty filter means the final
+ * events), recorded, then queued. Idempotent: the unique (job, event, destination) means a second
+ * call creates nothing, and the queue's job id is the delivery id, so nothing is sent twice.
+ * A failed enqueue is logged, not thrown: the delivery row stands and the worker's sweep queues it.
+ */
+export async function emitJobEvent(deps: EmitDeps, jobId: string, type: WebhookEvent): Promise<void> {
+  const { db } = deps;
+  const job = await db.job.findUnique({ where: { id: jobId }, select: { apiKeyId: true, webhookUrl: true, webhookEvents: true } });
+  if (!job) return;
+  const destinations: { destination: string; endpointId: string | null; url: string }[] = [];
+  if (job.webhookUrl && wantsEvent(job.webhookEvents, type)) destinations.push({ destination: JOB_WEBHOOK_DESTINATION, endpointId: null, url: job.webhookUrl });
+  const endpoints = await db.webhookEndpoint.findMany({ where: { apiKeyId: job.apiKeyId, deletedAt: null, disabledAt: null }, orderBy: { createdAt: 'asc' } });
+  for (const e of endpoints) if (wantsEvent(e.events, type)) destinations.push({ destination: e.id, endpointId: e.id, url: e.url });
+  if (destinations.length === 0) return;
+  await db.webhookDelivery.createMany({
+    data: destinations.map((d) => ({ id: newId('whd'), messageId: newId('msg'), apiKeyId: job.apiKeyId, jobId, eventType: type, ...d })),
+    skipDuplicates: true,
+  });
+  const pending = await db.webhookDelivery.findMany({ where: { jobId, eventType: type, status: 'pending' }, select: { id: true } });
+  for (const d of pending) {
+    try {
+      await deps.webhookQueue.enqueue({ deliveryId: d.id });
+    } catch (err) {
+      deps.logger?.warn({ err, jobId, deliveryId: d.id, event: type }, 'webhook delivery not queued; the sweep will queue it');
+    }
+  }
+}
