@@ -346,4 +346,22 @@ describe('idempotency keys', () => {
     expect(empty.status).toBe(400);
     expect(empty.body.error.param).toBe('Idempotency-Key');
   });
+
+  it('a retried webhook endpoint creation with the same key creates one endpoint', async () => {
+    const key = await svc.newKey('idem-hooks');
+    const create = (url: string) =>
+      fetch(`${svc.url}/v1/webhook_endpoints`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'idempotency-key': 'hook-1' },
+        body: JSON.stringify({ url, events: ['job.succeeded'] }),
+      }).then(async (r) => ({ status: r.status, headers: r.headers, body: await r.json() }));
+    const first = await create(hookUrl);
+    const again = await create(hookUrl);
+    expect(first.status).toBe(201);
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.body.id).toBe(first.body.id);
+    expect((await get(`${svc.url}/v1/webhook_endpoints`, key)).body.data).toHaveLength(1);
+    expect((await create(`${hookUrl}/other`)).status).toBe(422);
+  });
 });

@@ -92,3 +92,8 @@ function sortKeys(v: unknown): unknown {
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)).map(([k, x]) => [k, sortKeys(x)]));
   return v;
 }
+
+/** The digest of a JSON request: method, path and the parsed body (key order does not matter). */
+export async function jsonDigest(req: Request): Promise<string> {
+  return createHash('sha256').update(JSON.stringify([req.method, req.path, sortKeys(req.body ?? null)])).digest('hex');
+}

@@ -17,6 +17,7 @@ import {
   type WebhookEndpointRecord,
 } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
+import { idempotency, jsonDigest } from '../middleware/idempotency';
 import { apiKeyId } from '../middleware/auth';
 
 /** Endpoints per key: every event fans out to each of them. */
@@ -30,7 +31,8 @@ export const MAX_WEBHOOK_ENDPOINTS = 20;
 export function webhooksRouter(deps: ApiDeps): Router {
   const router = Router();
 
-  router.post('/v1/webhook_endpoints', async (req, res) => {
+  // creating an endpoint is a creating POST: Idempotency-Key makes a retried create safe
+  router.post('/v1/webhook_endpoints', idempotency(deps, { hash: jsonDigest }), async (req, res) => {
     const key = apiKeyId(res.locals);
     const input = parseEndpointBody(req.body);
     const url = await assertEgressAllowed(input.url, { allowPrivate: deps.config.env.WEBHOOK_ALLOW_PRIVATE, param: 'url', codePrefix: 'webhook_url' });
