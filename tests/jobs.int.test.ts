@@ -1,6 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { createRedis, createWebhookQueue } from '@image-edits/queue';
+import { announceMissedEvents } from '@image-edits/worker';
+import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { type FakeOpenAI, makeMask, makePng, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
 import { editForm, get, pollJob, post } from './helpers';
@@ -167,6 +170,27 @@ describe('cancellation', () => {
     await until(async () => (await eventsFor(res.body.id)).length > 0);
     await new Promise((r) => setTimeout(r, 300));
     expect(await eventsFor(res.body.id)).toEqual(['job.canceled']);
+  });
+
+  it('a webhook event lost to a crash between finishing and announcing is sent by the reconciler', async () => {
+    const res = await submit({ model: 'local-inpaint', webhook_url: hookUrl });
+    await pollJob(svc.url, svc.apiKey, res.body.id);
+    await until(async () => (await eventsFor(res.body.id)).length === 1);
+    // the worker "died" before recording the event: no delivery row, finished a while ago
+    await svc.db.webhookDelivery.deleteMany({ where: { jobId: res.body.id } });
+    await svc.db.$executeRaw`UPDATE jobs SET completed_at = completed_at - interval '2 minutes' WHERE id = ${res.body.id}`;
+    const redis = createRedis(svc.config.env.REDIS_URL);
+    try {
+      const webhookQueue = createWebhookQueue({ redisUrl: svc.config.env.REDIS_URL, prefix: svc.config.env.QUEUE_PREFIX }, redis, [0]);
+      expect(await announceMissedEvents({ db: svc.db, webhookQueue, logger: pino({ level: 'silent' }) })).toBe(1);
+      await until(async () => (await eventsFor(res.body.id)).length === 2);
+      expect(await eventsFor(res.body.id)).toEqual(['job.succeeded', 'job.succeeded']);
+      // announced now: a second pass finds nothing
+      expect(await announceMissedEvents({ db: svc.db, webhookQueue, logger: pino({ level: 'silent' }) })).toBe(0);
+      await webhookQueue.close();
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it('webhook_url gets job.started when asked for, then job.succeeded, signed', async () => {

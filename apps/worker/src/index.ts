@@ -1,2 +1,2 @@
 export { startWorker, type RunningWorker } from './worker';
-export { reconcileOnce } from './reconcile';
+export { announceMissedEvents, reconcileOnce } from './reconcile';

@@ -1,5 +1,6 @@
-import { emitJobEvent, expireOverdue, findStaleUnfinished, markFailed, purgeExpiredIdempotencyKeys, touchJob, type Db } from '@image-edits/db';
+import { emitJobEvent, expireOverdue, findStaleUnfinished, findUnannouncedFinalJobs, markFailed, purgeExpiredIdempotencyKeys, touchJob, type Db } from '@image-edits/db';
 import { type EditQueue, publishJobEvent, type WebhookQueue } from '@image-edits/queue';
+import type { WebhookEvent } from '@image-edits/core';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
@@ -40,10 +41,22 @@ export async function reconcileOnce(deps: ReconcileDeps, graceMs: number, batch 
   return requeued;
 }
 
+/**
+ * A worker that died between finishing a job and recording its webhook event loses nothing: jobs
+ * finished over the last hour (but not the last 30 s, still being announced) with no delivery
+ * for their final event are announced again.
+ */
+export async function announceMissedEvents(deps: Pick<ReconcileDeps, 'db' | 'webhookQueue' | 'logger'>): Promise<number> {
+  const missed = await findUnannouncedFinalJobs(deps.db, 30, 3600);
+  for (const job of missed) await emitJobEvent(deps, job.id, `job.${job.status}` as WebhookEvent);
+  return missed.length;
+}
+
 export function startReconciler(deps: ReconcileDeps, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   const timer = setInterval(() => {
     running = reconcileOnce(deps, graceMs)
+      .then(() => announceMissedEvents(deps))
       .then(() => purgeExpiredIdempotencyKeys(deps.db))
       .catch((err: unknown) => deps.logger.error({ err }, 'reconcile failed; will try again'));
   }, intervalMs);

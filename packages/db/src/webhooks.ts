@@ -177,3 +177,22 @@ export async function emitJobEvent(deps: EmitDeps, jobId: string, type: WebhookE
     }
   }
 }
+
+/**
+ * Final jobs, finished between `newerThanSeconds` and `olderThanSeconds` ago, that have somewhere to send webhooks to but no
+ * delivery for their final event: the process that finished them died before emitting it. The
+ * reconciler emits those again (emitJobEvent is idempotent, so a race only costs a query).
+ */
+export async function findUnannouncedFinalJobs(db: Db, olderThanSeconds: number, newerThanSeconds: number, limit = 500): Promise<Array<{ id: string; status: string }>> {
+  // timestamps are UTC without a zone (Prisma's DateTime): compare in SQL, not with JS Dates
+  return db.$queryRaw<Array<{ id: string; status: string }>>`
+    SELECT j.id, j.status::text AS status FROM jobs j
+    WHERE j.status IN ('succeeded', 'failed', 'canceled', 'expired')
+      AND j.completed_at >= (now() AT TIME ZONE 'UTC') - make_interval(secs => ${newerThanSeconds})
+      AND j.completed_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => ${olderThanSeconds})
+      AND (j.webhook_url IS NOT NULL
+           OR EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = j.api_key_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL))
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = j.id AND d.event_type = 'job.' || j.status::text)
+    ORDER BY j.completed_at
+    LIMIT ${limit}`;
+}
