@@ -1,8 +1,9 @@
 /**
  * The baseline: a bare Express 5 + multer endpoint that receives the same multipart upload as
- * POST /v1/images/edits and discards it. multer uses disk storage, like the service (apps/api/src/uploads.ts),
- * and the files are deleted when the response ends, like the service does. No auth, no validation,
- * no storage, no database: what "just receiving the upload" costs on this machine.
+ * POST /v1/images/edits and discards it. multer uses its plain disk storage (a typical setup; the service
+ * keeps small requests in memory and spools large ones to disk, apps/api/src/upload-storage.ts), and the
+ * files are deleted when the response ends. No auth, no validation, no storage, no database: what "just
+ * receiving the upload" costs on this machine.
  * Run as its own process: PORT and BASELINE_UPLOAD_DIR from the environment.
  */
 import { mkdirSync } from 'node:fs';

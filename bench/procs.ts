@@ -150,7 +150,7 @@ export interface CpuUse {
   wall: number;
   /** CPU seconds of the measured server process */
   server: number;
-  /** CPU seconds of this process: load generator, s3rver, fake upstream */
+  /** CPU seconds of this process: load generator, fake upstream */
   bench: number;
   /** CPU seconds of everything else on the machine (Postgres, Redis, other processes) */
   others: number;

@@ -97,13 +97,33 @@ async function startBaselineChild(uploadDir: string): Promise<{ child: NodeChild
   return { child, url };
 }
 
-async function newEnv(name: string): Promise<{ testEnv: TestEnv; apiKey: string }> {
+/**
+ * s3rver in its own process (bench/s3-server.ts), so its CPU shows apart from the load generator's.
+ * The test env's own in-process s3rver is left idle.
+ */
+async function startS3Child(): Promise<{ child: NodeChild; endpoint: string }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'image-edits-bench-s3-'));
+  defer('s3rver dir', async () => rmSync(dir, { recursive: true, force: true }));
+  const child = track(spawnTs('s3rver', 'bench/s3-server.ts', { ...process.env, NODE_ENV: 'production', S3_DIR: dir }));
+  const endpoint = await withTimeout(
+    new Promise<string>((resolve, reject) => {
+      child.proc.once('message', (m) => resolve((m as { endpoint: string }).endpoint));
+      child.proc.once('exit', () => reject(new Error(`s3rver exited before it was ready:\n${child.output()}`)));
+    }),
+    60_000,
+    's3rver start',
+  );
+  return { child, endpoint };
+}
+
+async function newEnv(name: string): Promise<{ testEnv: TestEnv; apiKey: string; s3: NodeChild }> {
+  const s3 = await startS3Child();
   // the service's own defaults where the test harness lowers them for tests
-  const testEnv = await createTestEnv({ DATABASE_POOL_SIZE: '10', WORKER_CONCURRENCY: '8', LOG_LEVEL: 'silent' });
+  const testEnv = await createTestEnv({ DATABASE_POOL_SIZE: '10', WORKER_CONCURRENCY: '8', LOG_LEVEL: 'silent', AWS_ENDPOINT_URL_S3: s3.endpoint });
   defer(`test env ${name}`, () => testEnv.cleanup());
   const db = createDb(testEnv.databaseUrl, { poolSize: 1 });
   try {
-    return { testEnv, apiKey: (await createApiKey(db, `bench-${name}`)).key };
+    return { testEnv, apiKey: (await createApiKey(db, `bench-${name}`)).key, s3: s3.child };
   } finally {
     await db.$disconnect();
   }
@@ -178,7 +198,7 @@ async function benchSubmit(fake: FakeOpenAI, image: Buffer, mask: Buffer, baseli
     ],
   );
   const measure = async (child: NodeChild, url: string, headers: Record<string, string>, total: number): Promise<[LoadResult, CpuUse]> => {
-    const cpu = cpuWindow(child.pid);
+    const cpu = cpuWindow(child.pid, { s3rver: s3.pid });
     const r = await runLoad({ url, body, headers, total, concurrency: SUBMIT.concurrency, expectStatus: 202 });
     return [r, cpu()];
   };
@@ -187,7 +207,7 @@ async function benchSubmit(fake: FakeOpenAI, image: Buffer, mask: Buffer, baseli
   // disturbance from outside (other work on this machine) does not land on one side only
   const base = await startBaselineChild(baselineDir);
   const baseUrl = `${base.url}/v1/images/edits`;
-  const { testEnv, apiKey } = await newEnv('submit');
+  const { testEnv, apiKey, s3 } = await newEnv('submit');
   const api = await startApiChild(testEnv, fake);
   const apiUrl = `${api.url}/v1/images/edits`;
   const apiHeaders = { authorization: `Bearer ${apiKey}`, prefer: 'respond-async' };
@@ -236,7 +256,7 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
       { field: 'mask', filename: 'mask.png', contentType: 'image/png', data: mask },
     ],
   );
-  const { testEnv, apiKey } = await newEnv('sync');
+  const { testEnv, apiKey, s3 } = await newEnv('sync');
   const api = await startApiChild(testEnv, fake);
   const port = await freePort(); // unused by the worker, but PORT must parse
   const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, port)));
@@ -270,7 +290,7 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
     { times: Number.POSITIVE_INFINITY },
   );
   const answered: { startedAt: number; endedAt: number; jobId: string | null }[] = [];
-  const cpu = cpuWindow(api.child.pid, { worker: worker.pid });
+  const cpu = cpuWindow(api.child.pid, { worker: worker.pid, s3rver: s3.pid });
   const service = await runLoad({
     url: svcUrl,
     body,
@@ -317,12 +337,12 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
 }
 
 // ---- 3. memory with 64 concurrent 20+ MB uploads ----
-async function uploadMemory(child: NodeChild, url: string, body: MultipartBody, headers: Record<string, string>): Promise<UploadMemory> {
+async function uploadMemory(child: NodeChild, url: string, body: MultipartBody, headers: Record<string, string>, extraPids: Record<string, number> = {}): Promise<UploadMemory> {
   const idle = readMemory(child.pid);
   await runLoad({ url, body, headers, total: UPLOADS.warmup, concurrency: 1, expectStatus: 202, timeoutMs: 120_000 });
   const before = readMemory(child.pid);
   const sampler = sampleMemory(child.pid, 50);
-  const cpu = cpuWindow(child.pid);
+  const cpu = cpuWindow(child.pid, extraPids);
   const load = await runLoad({ url, body, headers, total: UPLOADS.count, concurrency: UPLOADS.count, expectStatus: 202, timeoutMs: 180_000 });
   const after = sampler.stop();
   return { idle, before, after, load, cpu: cpu() };
@@ -343,9 +363,9 @@ async function benchMemory(fake: FakeOpenAI, baselineDir: string): Promise<Memor
   log(`   baseline: ${baseline.load.ok}/${UPLOADS.count} ok in ${(baseline.load.elapsedMs / 1000).toFixed(1)} s, RSS before ${fmtMB(baseline.before.rss)}, peak ${fmtMB(baseline.after.hwm)}`);
 
   log('3. memory: service API (own process, no worker)');
-  const { testEnv, apiKey } = await newEnv('memory');
+  const { testEnv, apiKey, s3 } = await newEnv('memory');
   const api = await startApiChild(testEnv, fake);
-  const service = await uploadMemory(api.child, `${api.url}/v1/images/edits`, body, { authorization: `Bearer ${apiKey}`, prefer: 'respond-async' });
+  const service = await uploadMemory(api.child, `${api.url}/v1/images/edits`, body, { authorization: `Bearer ${apiKey}`, prefer: 'respond-async' }, { s3rver: s3.pid });
   await api.child.stop();
   log(`   service: ${service.load.ok}/${UPLOADS.count} ok in ${(service.load.elapsedMs / 1000).toFixed(1)} s, RSS before ${fmtMB(service.before.rss)}, peak ${fmtMB(service.after.hwm)}`);
   assertClean('baseline', baseline.load);
@@ -359,12 +379,16 @@ function notesFor(r: BenchResults): string[] {
   const perReq = (sec: number, n: number) => `${((sec / n) * 1000).toFixed(1)} ms`;
   const s = r.submit;
   const busy = (c: CpuUse) => `${((100 * c.server) / c.wall).toFixed(0)}%`;
+  const allCpu = (c: CpuUse) => c.server + c.bench + c.others + Object.values(c.extra).reduce((a, b) => a + b, 0);
   notes.push(
     `Submission: the service accepted ${s.service.rate.toFixed(1)}/s against the bare upload endpoint's ${s.baseline.rate.toFixed(1)}/s ` +
       `(${(s.service.rate / s.baseline.rate).toFixed(2)}×; goal ≥ 0.5×: ${v.submit ? 'met' : 'missed'}). ` +
       `The API process spent ${perReq(s.serviceCpu.server, s.service.ok)} of CPU per accepted request (busy ${busy(s.serviceCpu)} of its one core), ` +
-      `the baseline ${perReq(s.baselineCpu.server, s.baseline.ok)} (busy ${busy(s.baselineCpu)}); the bench process, which also hosts s3rver, ` +
-      `spent ${perReq(s.serviceCpu.bench, s.service.ok)} per service request against ${perReq(s.baselineCpu.bench, s.baseline.ok)} per baseline request. ` +
+      `the baseline ${perReq(s.baselineCpu.server, s.baseline.ok)} (busy ${busy(s.baselineCpu)}); the load generator spent ${perReq(s.serviceCpu.bench, s.service.ok)} per service request ` +
+      `against ${perReq(s.baselineCpu.bench, s.baseline.ok)} per baseline request, and s3rver, which only the service uses, ${perReq(s.serviceCpu.extra.s3rver ?? 0, s.service.ok)} per service request. ` +
+      `Everything on the machine together spent ${perReq(allCpu(s.serviceCpu), s.service.ok)} of CPU per service request against ${perReq(allCpu(s.baselineCpu), s.baseline.ok)} per baseline request: ` +
+      `on ${r.machine.cores} cores that alone caps the service near ${((r.machine.cores * s.service.ok) / allCpu(s.serviceCpu)).toFixed(0)}/s ` +
+      `(${((r.machine.cores * s.service.ok) / allCpu(s.serviceCpu) / s.baseline.rate).toFixed(2)}× the baseline's rate), of which s3rver's share is ${((100 * (s.serviceCpu.extra.s3rver ?? 0)) / allCpu(s.serviceCpu)).toFixed(0)}%. ` +
       `At ${perReq(s.serviceCpu.server, s.service.ok)} per request one API process cannot go much beyond ${(s.service.ok / s.serviceCpu.server).toFixed(0)}/s even with a core to itself, ` +
       `${(s.service.ok / s.serviceCpu.server / s.baseline.rate).toFixed(2)}× the baseline's measured rate` +
       (s.profile ? `; the profiled pass charges the most to: ${s.profile.api.groups.slice(0, 3).map(([g, ms]) => `${g} ${((100 * ms) / s.profile!.api.busyMs).toFixed(0)}%`).join(', ')}.` : '.'),
@@ -376,6 +400,7 @@ function notesFor(r: BenchResults): string[] {
   notes.push(
     `Sync: the service adds ${fmtMs(y.p50 - d.p50)} at p50 and ${fmtMs(y.p99 - d.p99)} at p99 over calling the upstream directly (goal < 25 ms at p50: ${v.sync ? 'met' : 'missed'})` +
       (top ? `; the largest phase is "${top.name}" at ${fmtMs(top.p50)} p50 (${((100 * top.p50) / (y.p50 - d.p50)).toFixed(0)}% of the p50 overhead).` : '.') +
+      ` s3rver spent ${((1000 * (r.sync.serviceCpu.extra.s3rver ?? 0)) / r.sync.service.ok).toFixed(1)} ms of CPU per sync edit on the same cores (two input puts, the worker's two gets and one put, the API's get of the output).` +
       (sp
         ? ` The API and the worker together spend ${((sp.api.busyMs + sp.worker.busyMs) / sp.requests).toFixed(1)} ms of main-thread CPU per sync edit, one after the other on the request's path ` +
           `(Postgres client ${(((sp.api.groups.find(([g]) => g.startsWith('Postgres'))?.[1] ?? 0) + (sp.worker.groups.find(([g]) => g.startsWith('Postgres'))?.[1] ?? 0)) / sp.requests).toFixed(1)} ms, ` +
@@ -397,7 +422,8 @@ function notesFor(r: BenchResults): string[] {
   notes.push('Bodies are built once and sent as the same bytes by every request, so the client spends no CPU on form encoding.');
   notes.push(
     'Child processes run with NODE_ENV=production and LOG_LEVEL=silent; DATABASE_POOL_SIZE=10 and WORKER_CONCURRENCY=8 (the service defaults, which the test harness lowers). ' +
-      'S3 is s3rver inside the bench process, so every S3 call also costs CPU on these same cores.',
+      'S3 is s3rver (packages/storage, as in development and tests) in its own process (bench/s3-server.ts) on these same cores, so every S3 call also costs CPU here, which a real S3 would not; ' +
+        'it serves 400 puts and 200 gets of its own before each section starts, so that its JIT warm-up is not charged to the service.',
   );
   return notes;
 }

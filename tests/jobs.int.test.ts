@@ -307,6 +307,14 @@ describe('deadlines', () => {
     }
   });
 
+  it('refuses a malformed Prefer before storing anything', async () => {
+    const before = await svc.db.job.count();
+    const res = await submit({}, { prefer: 'wait=abc' });
+    expect(res.status).toBe(400);
+    expect(res.body.error.param).toBe('Prefer');
+    expect(await svc.db.job.count()).toBe(before);
+  });
+
   it('refuses a deadline it cannot read', async () => {
     const res = await submit({}, { prefer: 'respond-async', 'cancel-after': 'tomorrow' });
     expect(res.status).toBe(400);

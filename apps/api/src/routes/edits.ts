@@ -26,6 +26,8 @@ export function editsRouter(deps: ApiDeps): Router {
     },
   });
   router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), replayable, async (req, res) => {
+    // a malformed Prefer is refused before anything is stored
+    parsePrefer(req.get('prefer'));
     const job = await submitEdit(deps, { apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req), cancelAfter: req.get('cancel-after') });
     recordJob(res, job.id);
     // the inputs are in S3 now: a sync request does not hold their bytes (or disk) while it waits
