@@ -61,8 +61,10 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     });
   try {
     // inputs are re-read from S3 on every attempt: a retry always re-sends the full upload
-    const images = await Promise.all(job.inputs.images.map((img) => loadImage(deps.store, img)));
-    const mask = job.inputs.mask ? await loadImage(deps.store, job.inputs.mask) : undefined;
+    const [images, mask] = await Promise.all([
+      Promise.all(job.inputs.images.map((img) => loadImage(deps.store, img))),
+      job.inputs.mask ? loadImage(deps.store, job.inputs.mask) : undefined,
+    ]);
     const p = job.params;
     const request: ProviderEditRequest = {
       model: target.upstream,

@@ -130,15 +130,67 @@ export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promis
  * the job may not run, or is no longer on `targetIndex` (a stale queue entry after a fallback).
  */
 export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<JobRecord | null> {
+  // one statement, one round trip (this is on every job's critical path); a job past its deadline
+  // never starts: the deadline sweep expires it. started_at is stamped by the first attempt only.
   const now = new Date();
-  // a job past its deadline never starts: the deadline sweep expires it
-  const runnable = { id, targetIndex, status: { in: movableFrom('in_progress') }, OR: [{ deadlineAt: null }, { deadlineAt: { gt: now } }] };
-  const move = { status: 'in_progress' as const, attempts: { increment: 1 }, updatedAt: now };
-  // the first attempt also stamps started_at; later ones (retries, restarts after a crash) keep it
-  const first = await db.job.updateMany({ where: { ...runnable, startedAt: null }, data: { ...move, startedAt: now } });
-  if (first.count === 0 && (await db.job.updateMany({ where: runnable, data: move })).count === 0) return null;
-  const row = await db.job.findUnique({ where: { id } });
-  return row ? toRecord({ ...row, usage: null }) : null;
+  const rows = await db.$queryRaw<RawJobRow[]>`
+    UPDATE jobs SET status = 'in_progress', attempts = attempts + 1, started_at = COALESCE(started_at, ${now}), updated_at = ${now}
+    WHERE id = ${id} AND target_index = ${targetIndex} AND status::text = ANY(${movableFrom('in_progress')}::text[])
+      AND (deadline_at IS NULL OR deadline_at > ${now})
+    RETURNING *`;
+  return rows[0] ? fromRawRow(rows[0]) : null;
+}
+
+/** A `jobs` row as raw SQL returns it (snake_case columns). */
+interface RawJobRow {
+  id: string;
+  api_key_id: string;
+  status: JobStatus;
+  model: string;
+  provider: string;
+  targets: unknown;
+  target_index: number;
+  params: unknown;
+  inputs: unknown;
+  outputs: unknown;
+  error: unknown;
+  metadata: unknown;
+  end_user: string | null;
+  webhook_url: string | null;
+  webhook_events: string[] | null;
+  deadline_at: Date | null;
+  cancel_requested_at: Date | null;
+  attempts: number;
+  created_at: Date;
+  started_at: Date | null;
+  completed_at: Date | null;
+}
+
+function fromRawRow(r: RawJobRow): JobRecord {
+  return {
+    id: r.id,
+    apiKeyId: r.api_key_id,
+    status: r.status,
+    model: r.model,
+    provider: r.provider,
+    targets: r.targets as JobTarget[],
+    targetIndex: r.target_index,
+    params: r.params as EditParams,
+    inputs: r.inputs as JobInputs,
+    outputs: (r.outputs as StoredImage[] | null) ?? null,
+    error: (r.error as JobError | null) ?? null,
+    metadata: r.metadata as Record<string, string>,
+    endUser: r.end_user,
+    webhookUrl: r.webhook_url,
+    webhookEvents: r.webhook_events ?? [],
+    deadlineAt: r.deadline_at,
+    cancelRequestedAt: r.cancel_requested_at,
+    attempts: r.attempts,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    completedAt: r.completed_at,
+    usage: null,
+  };
 }
 
 export interface SuccessInput {
@@ -153,32 +205,23 @@ export interface SuccessInput {
  * the job was no longer in progress (canceled meanwhile, or another attempt already finished it).
  */
 export async function markSucceeded(db: Db, id: string, input: SuccessInput): Promise<boolean> {
-  return db.$transaction(async (tx) => {
-    const now = new Date();
-    const res = await tx.job.updateMany({
-      where: { id, status: { in: movableFrom('succeeded') } },
-      data: { status: 'succeeded', outputs: json(input.outputs), completedAt: now, updatedAt: now, error: undefined },
-    });
-    if (res.count === 0) return false;
-    const job = input.job;
-    const u = input.usage;
-    await tx.usage.create({
-      data: {
-        id: newId('usage'),
-        jobId: id,
-        apiKeyId: job.apiKeyId,
-        model: job.model,
-        provider: job.provider,
-        images: u.images,
-        inputTokens: u.inputTokens ?? null,
-        outputTokens: u.outputTokens ?? null,
-        size: u.size ?? null,
-        quality: u.quality ?? null,
-        costUsd: u.costUsd,
-      },
-    });
-    return true;
-  });
+  // one statement (atomic on its own): the row moves only if still in progress, and the usage row
+  // is written only if it moved, so a job is billed once however many attempts race to finish it
+  const now = new Date();
+  const job = input.job;
+  const u = input.usage;
+  const rows = await db.$queryRaw<{ job_id: string }[]>`
+    WITH moved AS (
+      UPDATE jobs SET status = 'succeeded', outputs = ${JSON.stringify(input.outputs)}::jsonb, completed_at = ${now}, updated_at = ${now}
+      WHERE id = ${id} AND status::text = ANY(${movableFrom('succeeded')}::text[])
+      RETURNING id
+    )
+    INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, size, quality, cost_usd, created_at)
+    SELECT ${newId('usage')}, moved.id, ${job.apiKeyId}, ${job.model}, ${job.provider}, ${u.images}, ${u.inputTokens ?? null}::int, ${u.outputTokens ?? null}::int,
+           ${u.size ?? null}::text, ${u.quality ?? null}::text, ${u.costUsd}::numeric, ${now}
+    FROM moved
+    RETURNING job_id`;
+  return rows.length > 0;
 }
 
 /**

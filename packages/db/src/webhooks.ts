@@ -157,15 +157,21 @@ export interface EmitDeps {
  */
 export async function emitJobEvent(deps: EmitDeps, jobId: string, type: WebhookEvent): Promise<void> {
   const { db } = deps;
-  const job = await db.job.findUnique({ where: { id: jobId }, select: { apiKeyId: true, webhookUrl: true, webhookEvents: true } });
-  if (!job) return;
-  const destinations: { destination: string; endpointId: string | null; url: string }[] = [];
-  if (job.webhookUrl && wantsEvent(job.webhookEvents, type)) destinations.push({ destination: JOB_WEBHOOK_DESTINATION, endpointId: null, url: job.webhookUrl });
-  const endpoints = await db.webhookEndpoint.findMany({ where: { apiKeyId: job.apiKeyId, deletedAt: null, disabledAt: null }, orderBy: { createdAt: 'asc' } });
-  for (const e of endpoints) if (wantsEvent(e.events, type)) destinations.push({ destination: e.id, endpointId: e.id, url: e.url });
-  if (destinations.length === 0) return;
+  // the job's own webhook and its key's live endpoints in one round trip: most jobs have none,
+  // and this runs on every job's start and finish
+  const candidates = await db.$queryRaw<Array<{ api_key_id: string; endpoint_id: string | null; url: string; events: string[] | null }>>`
+    SELECT j.api_key_id, NULL AS endpoint_id, j.webhook_url AS url, j.webhook_events AS events
+      FROM jobs j WHERE j.id = ${jobId} AND j.webhook_url IS NOT NULL
+    UNION ALL
+    SELECT e.api_key_id, e.id AS endpoint_id, e.url, e.events
+      FROM webhook_endpoints e JOIN jobs j ON j.api_key_id = e.api_key_id
+      WHERE j.id = ${jobId} AND e.deleted_at IS NULL AND e.disabled_at IS NULL`;
+  const wanted = candidates.filter((c) => wantsEvent(c.events ?? [], type));
+  if (wanted.length === 0) return;
+  const apiKeyId = wanted[0]!.api_key_id;
+  const destinations = wanted.map((c) => ({ destination: c.endpoint_id ?? JOB_WEBHOOK_DESTINATION, endpointId: c.endpoint_id, url: c.url }));
   await db.webhookDelivery.createMany({
-    data: destinations.map((d) => ({ id: newId('whd'), messageId: newId('msg'), apiKeyId: job.apiKeyId, jobId, eventType: type, ...d })),
+    data: destinations.map((d) => ({ id: newId('whd'), messageId: newId('msg'), apiKeyId, jobId, eventType: type, ...d })),
     skipDuplicates: true,
   });
   const pending = await db.webhookDelivery.findMany({ where: { jobId, eventType: type, status: 'pending' }, select: { id: true } });
