@@ -30,7 +30,7 @@ async function main(): Promise<void> {
 
   const worker = await startWorker(config);
   const api = await startApi(config);
-  const models = [...api.deps.routes.keys()].join(', ');
+  const models = [...api.deps.routes.values()].filter((r) => !r.aliasOf).map((r) => r.id).join(', ');
   console.log(`\nimage-edits is running at ${api.url}\n  models: ${models}\n  create an API key:  npm run keys -- create --name me\n  then:  curl ${api.url}/v1/models -H "Authorization: Bearer $KEY"\n`);
 
   let closing = false;
