@@ -7,6 +7,7 @@ export * from './config';
 export * from './registry';
 export * from './routes';
 export * from './pricing';
+export * from './batch';
 export * from './job-view';
 export * from './egress';
 export * from './webhooks';
