@@ -6,6 +6,7 @@ import { createMetrics } from './metrics';
 import { requireApiKey } from './middleware/auth';
 import { errorHandler, notFoundHandler } from './middleware/errors';
 import { editsRouter } from './routes/edits';
+import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 import { modelsRouter } from './routes/models';
@@ -35,8 +36,10 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(metrics.router);
 
   app.use('/v1', requireApiKey(deps));
-  app.use(express.json({ limit: '1mb' }));
+  // before the 1 MB JSON parser: the JSON form of edits has its own, larger limit
   app.use(editsRouter(deps));
+  app.use(express.json({ limit: '1mb' }));
+  app.use(filesRouter(deps));
   app.use(jobsRouter(deps));
   app.use(modelsRouter(deps));
   app.use(webhooksRouter(deps));

@@ -133,7 +133,8 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     if (retryable && next) {
       // this target's retries are spent: the next target takes over, on its provider's queue
       if (await moveToNextTarget(deps.db, jobId, targetIndex, next, error)) {
-        await deps.queue.enqueue(next.provider, { jobId, target: targetIndex + 1 });
+        // same key, same lane (a batch child stays one), at the back of its key's line there
+        await deps.queue.enqueue(next.provider, { ...ctx.payload, apiKeyId: job.apiKeyId, target: targetIndex + 1 });
         log.warn({ code: error.code, from: target.provider, to: next.provider }, 'target spent; falling back to the next one');
       }
       return;

@@ -3,6 +3,8 @@ import { type EditQueue, publishJobEvent, type WebhookQueue } from '@image-edits
 import type { WebhookEvent } from '@image-edits/core';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { ObjectStore } from '@image-edits/storage';
+import { purgeExpiredFiles } from './purge-files';
 
 interface ReconcileDeps {
   db: Db;
@@ -20,7 +22,8 @@ export async function reconcileOnce(deps: ReconcileDeps, graceMs: number, batch 
   const stale = await findStaleUnfinished(deps.db, new Date(Date.now() - graceMs), batch);
   let requeued = 0;
   for (const job of stale) {
-    const outcome = await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex });
+    // the payload carries what fairness needs (a batch child must also say `batch: true`)
+    const outcome = await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex, apiKeyId: job.apiKeyId });
     if (outcome === 'present') continue;
     if (outcome === 'failed') {
       // a poison job: it took its worker down every time it ran; feeding it to the next one would loop forever
@@ -52,12 +55,13 @@ export async function announceMissedEvents(deps: Pick<ReconcileDeps, 'db' | 'web
   return missed.length;
 }
 
-export function startReconciler(deps: ReconcileDeps, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
+export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete'> }, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   const timer = setInterval(() => {
     running = reconcileOnce(deps, graceMs)
       .then(() => announceMissedEvents(deps))
       .then(() => purgeExpiredIdempotencyKeys(deps.db))
+      .then(() => purgeExpiredFiles(deps))
       .catch((err: unknown) => deps.logger.error({ err }, 'reconcile failed; will try again'));
   }, intervalMs);
   timer.unref();

@@ -4,6 +4,7 @@ import { buildProviders } from '@image-edits/providers';
 import { createEditQueue, createEditWorker, createJobEventHub, createRedis, createWebhookQueue } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
 import pino, { type Logger } from 'pino';
+import { keyConcurrencyLimits } from './key-limits';
 import { processEdit } from './process-edit';
 import { startDeadlineSweeper, startReconciler } from './reconcile';
 import { startWebhookDelivery } from './webhooks';
@@ -32,6 +33,8 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, webhookQueue, logger };
   // one BullMQ worker per configured provider: a slow or throttled provider holds only its own slots
   const workerRedis = createRedis(env.REDIS_URL);
+  // per-key caps, shared by every worker of a provider through Redis (packages/queue/src/fairness.ts)
+  const fairness = { capFor: keyConcurrencyLimits(db, env.KEY_MAX_CONCURRENT_JOBS) };
   const workers = [...configuredProviders(config)].filter((p) => providers.has(p)).map((provider) => {
     const s = settings(provider);
     const worker = createEditWorker(queueCfg, workerRedis, provider, (ctx) => processEdit(deps, ctx), {
@@ -39,12 +42,13 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
       lockDurationMs: env.WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
       rateLimit: s.rateLimit,
+      fairness,
     });
     worker.on('error', (err) => logger.error({ err, provider }, 'worker error'));
     return worker;
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
-  const reconciler = startReconciler({ db, queue, webhookQueue, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
+  const reconciler = startReconciler({ db, queue, webhookQueue, store, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
   const webhooks = await startWebhookDelivery(config, { db, store, webhookQueue, connection: workerRedis, logger });
   const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, webhookQueue, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
   logger.info({ providers: Object.fromEntries([...providers.keys()].map((p) => [p, settings(p).concurrency])) }, 'worker ready');

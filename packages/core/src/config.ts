@@ -35,6 +35,11 @@ export const envSchema = z.object({
   SYNC_TIMEOUT_SECONDS: int(600, 1),
   MAX_INPUT_PIXELS: int(48_000_000, 1),
   UPLOAD_DIR: optionalString,
+  /** largest file POST /v1/files accepts (images: also at most what the models accept) */
+  MAX_FILE_BYTES: int(512 * 1024 * 1024, 1),
+  /** let image_url reach loopback/private/link-local addresses, and plain http (tests, trusted networks only) */
+  IMAGE_URL_ALLOW_PRIVATE: bool.default(false),
+  IMAGE_URL_TIMEOUT_MS: int(30_000, 100),
   OPENAI_API_KEY: optionalString,
   OPENAI_BASE_URL: optionalString,
   AZURE_OPENAI_ENDPOINT: optionalString,
@@ -61,6 +66,8 @@ export const envSchema = z.object({
   JOB_BACKOFF_MS: int(2000, 0),
   WORKER_LOCK_DURATION_MS: int(30_000, 1000),
   WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
+  /** jobs one API key may run at once per provider, across all workers, unless its key sets its own (0 = no cap) */
+  KEY_MAX_CONCURRENT_JOBS: int(0, 0),
   RECONCILE_INTERVAL_MS: int(60_000, 100),
   RECONCILE_GRACE_MS: int(60_000, 0),
   /** delay before each webhook delivery attempt, first included; Standard Webhooks' schedule by default */

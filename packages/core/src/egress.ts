@@ -158,6 +158,18 @@ export async function checkEgress(raw: string, opts: { allowPrivate: boolean; lo
 }
 
 /**
+ * A `lookup` for node's http(s).request that always answers with the checked address: the
+ * connection goes where the guard looked, whatever the name resolves to by then (DNS rebinding).
+ */
+export function pinnedLookup(target: Pick<EgressTarget, 'address' | 'family'>) {
+  return (_host: string, options: { all?: boolean } | undefined, callback: (...args: unknown[]) => void): void => {
+    const entry = { address: target.address, family: target.family };
+    if (options?.all) callback(null, [entry]);
+    else callback(null, entry.address, entry.family);
+  };
+}
+
+/**
  * The submission-time check: a clear 400 naming the parameter. Returns the normalised URL. The
  * check is repeated at delivery time (the host may resolve elsewhere by then).
  */

@@ -11,10 +11,30 @@ export interface CreatedKey {
   key: string;
 }
 
-export async function createApiKey(db: Db, name: string): Promise<CreatedKey> {
+export async function createApiKey(db: Db, name: string, opts: { maxConcurrentJobs?: number | null } = {}): Promise<CreatedKey> {
   const key = `sk-ie-${randomBytes(24).toString('base64url')}`;
-  const row = await db.apiKey.create({ data: { id: newId('key'), name, keyHash: hashKey(key), keyPrefix: key.slice(0, 10) } });
+  const row = await db.apiKey.create({ data: { id: newId('key'), name, keyHash: hashKey(key), keyPrefix: key.slice(0, 10), maxConcurrentJobs: checkLimit(opts.maxConcurrentJobs ?? null) } });
   return { id: row.id, name: row.name, key };
+}
+
+/**
+ * How many of the key's jobs may run at once per provider, across all workers: a number (0 = no
+ * cap), or null for the deployment's default (KEY_MAX_CONCURRENT_JOBS). Undefined for an unknown key.
+ */
+export async function getKeyConcurrencyLimit(db: Db, id: string): Promise<number | null | undefined> {
+  const row = await db.apiKey.findUnique({ where: { id }, select: { maxConcurrentJobs: true } });
+  return row ? row.maxConcurrentJobs : undefined;
+}
+
+/** Sets the key's cap (null: back to the default); workers apply it within seconds. False for an unknown key. */
+export async function setKeyConcurrencyLimit(db: Db, id: string, limit: number | null): Promise<boolean> {
+  const res = await db.apiKey.updateMany({ where: { id }, data: { maxConcurrentJobs: checkLimit(limit) } });
+  return res.count > 0;
+}
+
+function checkLimit(limit: number | null): number | null {
+  if (limit !== null && (!Number.isInteger(limit) || limit < 0)) throw new RangeError(`a concurrency limit is a whole number, 0 or more (0 = no cap): ${limit}`);
+  return limit;
 }
 
 /** The key's id when the key is known and not revoked. */

@@ -252,10 +252,10 @@ export async function recordAttemptError(db: Db, id: string, error: JobError): P
 }
 
 /** Unfinished jobs not touched for a while: candidates for re-enqueueing when Redis lost them. */
-export async function findStaleUnfinished(db: Db, olderThan: Date, limit: number): Promise<{ id: string; status: JobStatus; provider: string; targetIndex: number }[]> {
+export async function findStaleUnfinished(db: Db, olderThan: Date, limit: number): Promise<{ id: string; apiKeyId: string; status: JobStatus; provider: string; targetIndex: number }[]> {
   return db.job.findMany({
     where: { status: { in: ['queued', 'in_progress'] }, updatedAt: { lt: olderThan } },
-    select: { id: true, status: true, provider: true, targetIndex: true },
+    select: { id: true, apiKeyId: true, status: true, provider: true, targetIndex: true },
     orderBy: { updatedAt: 'asc' },
     take: limit,
   });

@@ -17,6 +17,10 @@ export const imageEditPayload = z.object({
   jobId: z.string().regex(/^job_[0-9a-z]+$/),
   /** index of the route target this run is for (fallback moves it on); absent = 0 */
   target: z.number().int().min(0).optional(),
+  /** the API key that submitted it: its place in line and its key's concurrency cap (fairness.ts); absent on older jobs */
+  apiKeyId: z.string().min(1).optional(),
+  /** a batch child: runs after every direct submission on its provider */
+  batch: z.boolean().optional(),
 });
 
 /** BullMQ job id: the row id for the first target, so adding the same job twice is a no-op; `.N` after a fallback. */

@@ -1,7 +1,8 @@
-import { type MinimalJob, Queue, RateLimitError, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
+import { DelayedError, Job, type MinimalJob, Queue, RateLimitError, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { QueueConfig } from './connection';
 import { bullJobId, editQueueName, type ImageEditPayload, imageEditPayload } from './contract';
+import { ANONYMOUS_KEY, createFairness, fairPriority, type Lane, PARK_MS, SWEEP_INTERVAL_MS, tagOfPriority } from './fairness';
 
 export interface RetryPolicy {
   /** total tries, first included */
@@ -14,7 +15,13 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, backoffMs: 2000 };
 
 /** The producer side: the only way to put an edit job on a provider's queue. */
 export interface EditQueue {
+  /**
+   * Adds the job at its fair place (see fairness.ts): after the jobs its API key already has waiting,
+   * level with every other key's; a batch child (`batch: true`) after every direct submission.
+   */
   enqueue(provider: string, payload: ImageEditPayload): Promise<void>;
+  /** Many jobs at once (one tag lookup per key and one `addBulk`), as a batch's fan-out does. */
+  enqueueMany(provider: string, payloads: ImageEditPayload[]): Promise<void>;
   /**
    * Enqueues the job again unless BullMQ still has it to run (waiting, active, delayed, ...): a lost
    * job is added (a completed entry is removed first: it would make add a no-op). A job BullMQ
@@ -22,7 +29,7 @@ export interface EditQueue {
    * the caller to give it up rather than feed it to the next worker.
    */
   requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<'enqueued' | 'present' | 'failed'>;
-  /** Takes a job that has not started off its queue (a running one is left to its worker). */
+  /** Takes a job that has not started off its queue (a running one is left to its worker); its key's line gets shorter. */
   remove(provider: string, payload: ImageEditPayload): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -49,10 +56,33 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (
     }
     return queue;
   };
+  const fair = createFairness(connection, cfg.prefix);
+  /** Each key's jobs take consecutive tags in their lane; the priorities go on the jobs. */
+  const addFairly = async (provider: string, jobs: ImageEditPayload[]) => {
+    const queue = queueFor(provider);
+    const groups = new Map<string, { lane: Lane; apiKeyId: string; jobs: ImageEditPayload[] }>();
+    for (const data of jobs) {
+      const lane: Lane = data.batch ? 'batch' : 'direct';
+      const apiKeyId = data.apiKeyId ?? ANONYMOUS_KEY;
+      const group = groups.get(`${lane}:${apiKeyId}`) ?? { lane, apiKeyId, jobs: [] };
+      group.jobs.push(data);
+      groups.set(`${lane}:${apiKeyId}`, group);
+    }
+    const priority = new Map<ImageEditPayload, number>();
+    for (const g of groups.values()) {
+      const first = await fair.takeTags(queue, g.lane, g.apiKeyId, g.jobs.length);
+      for (const [i, data] of g.jobs.entries()) priority.set(data, fairPriority(g.lane, first + i));
+    }
+    const entries = jobs.map((data) => ({ name: 'edit', data, opts: { jobId: bullJobId(data), priority: priority.get(data)! } }));
+    if (entries.length === 1) await queue.add('edit', entries[0]!.data, entries[0]!.opts);
+    else if (entries.length > 1) await queue.addBulk(entries);
+  };
   return {
     async enqueue(provider, payload) {
-      const data = imageEditPayload.parse(payload);
-      await queueFor(provider).add('edit', data, { jobId: bullJobId(data) });
+      await addFairly(provider, [imageEditPayload.parse(payload)]);
+    },
+    async enqueueMany(provider, payloads) {
+      await addFairly(provider, payloads.map((p) => imageEditPayload.parse(p)));
     },
     async requeueIfMissing(provider, payload) {
       const data = imageEditPayload.parse(payload);
@@ -64,13 +94,18 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (
         if (state !== 'completed' && state !== 'unknown') return 'present';
         await old.remove();
       }
-      await queue.add('edit', data, { jobId: bullJobId(data) });
+      await addFairly(provider, [data]);
       return 'enqueued';
     },
     async remove(provider, payload) {
       const data = imageEditPayload.parse(payload);
+      const queue = queueFor(provider);
+      const job = await queue.getJob(bullJobId(data));
       // a locked (active) job is not removed: 0, and its worker stops on the canceled event
-      await queueFor(provider).remove(bullJobId(data));
+      if ((await queue.remove(bullJobId(data))) !== 1 || !job) return;
+      const tag = tagOfPriority(job.priority);
+      const owner = imageEditPayload.safeParse(job.data);
+      if (tag && owner.success) await fair.refund(queue.name, tag.lane, owner.data.apiKeyId ?? ANONYMOUS_KEY, tag.tag);
     },
     async ping() {
       await connection.ping();
@@ -98,6 +133,13 @@ export interface WorkerOptions {
   stalledIntervalMs: number;
   /** at most `max` jobs started per `durationMs`, across every worker of this provider */
   rateLimit?: { max: number; durationMs: number } | null;
+  /** per-key concurrency caps (see fairness.ts); without it every job runs when BullMQ hands it out */
+  fairness?: WorkerFairness | undefined;
+}
+
+export interface WorkerFairness {
+  /** how many of this key's jobs may run at once on this provider, across every worker (0 = no cap) */
+  capFor(apiKeyId: string): Promise<number>;
 }
 
 export const DEFAULT_WORKER_OPTIONS: WorkerOptions = { concurrency: 8, lockDurationMs: 30_000, stalledIntervalMs: 30_000 };
@@ -139,18 +181,67 @@ export function createEditWorker(
   process: (ctx: EditJobContext) => Promise<void>,
   opts: WorkerOptions = DEFAULT_WORKER_OPTIONS,
 ): Worker {
+  const queueName = editQueueName(provider);
+  const fair = createFairness(connection, cfg.prefix);
+  const fairness = opts.fairness;
+  const leaseMs = opts.lockDurationMs;
+  /** parked jobs whose key has a free slot again go back in line, at the place they had */
+  const wake = async (apiKeyId: string, bullJobIds: string[]) => {
+    for (const id of bullJobIds) {
+      const job = await Job.fromId(worker, id);
+      if (!job) continue; // canceled meanwhile
+      try {
+        await job.promote();
+      } catch (err) {
+        // not delayed any more (its park delay ran out, or it was canceled): nothing to wake; else the sweep tries again
+        if (!(await job.isDelayed())) continue;
+        await fair.park(queueName, apiKeyId, id);
+        throw err;
+      }
+    }
+  };
+  /**
+   * A lease on one of the key's slots on this provider, or the job is parked (delayed without
+   * spending an attempt; a free slot wakes it) and DelayedError hands the worker its next job.
+   */
+  const enter = async (job: BullJob, token: string | undefined, payload: ImageEditPayload) => {
+    const apiKeyId = payload.apiKeyId ?? ANONYMOUS_KEY;
+    const cap = fairness && payload.apiKeyId ? await fairness.capFor(apiKeyId) : 0;
+    const bullId = job.id!;
+    const slot = await fair.acquire(queueName, { apiKeyId, bullJobId: bullId, priority: job.priority }, cap, leaseMs);
+    if (!slot.acquired) {
+      await job.moveToDelayed(Date.now() + PARK_MS, token);
+      await fair.park(queueName, apiKeyId, bullId);
+      throw new DelayedError(`key ${apiKeyId} already runs ${cap} jobs on ${provider}; parked until one ends`);
+    }
+    const renew = setInterval(() => fair.renew(queueName, apiKeyId, bullId, leaseMs).catch((err: Error) => worker.emit('error', err)), Math.max(100, Math.floor(leaseMs / 3)));
+    renew.unref();
+    return {
+      deferrals: slot.deferrals,
+      async leave() {
+        clearInterval(renew);
+        // the job's outcome stands whatever happens here: a lost release lapses with its lease, a lost wake-up is the sweep's
+        await fair
+          .release(queueName, apiKeyId, bullId, cap)
+          .then((woken) => wake(apiKeyId, woken))
+          .catch((err: Error) => worker.emit('error', err));
+      },
+    };
+  };
   const worker: Worker = new Worker(
-    editQueueName(provider),
-    async (job: BullJob, _token?: string, signal?: AbortSignal) => {
+    queueName,
+    async (job: BullJob, token?: string, signal?: AbortSignal) => {
       const parsed = imageEditPayload.safeParse(job.data);
       if (!parsed.success) throw new UnrecoverableError(`invalid payload for job ${job.id}: ${parsed.error.message}`);
       const attempts = job.opts.attempts ?? 1;
+      const slot = await enter(job, token, parsed.data);
       try {
         await process({
           payload: parsed.data,
           attempt: job.attemptsMade + 1,
           isLastAttempt: job.attemptsMade + 1 >= attempts,
-          starts: job.attemptsStarted,
+          // times it was parked for its key's cap are not starts
+          starts: job.attemptsStarted - slot.deferrals,
           signal: signal ?? new AbortController().signal,
         });
       } catch (err) {
@@ -159,6 +250,8 @@ export function createEditWorker(
           throw new RateLimitError();
         }
         throw err;
+      } finally {
+        await slot.leave();
       }
     },
     {
@@ -179,5 +272,23 @@ export function createEditWorker(
       },
     },
   );
+  // every worker wakes parked jobs whose key has free slots: after a lost release, a killed worker's lapsed lease, a raised cap
+  let sweeping = false;
+  const sweep = setInterval(() => {
+    if (sweeping) return;
+    sweeping = true;
+    (async () => {
+      for (const apiKeyId of await fair.parkedKeys(queueName)) {
+        const cap = fairness && apiKeyId !== ANONYMOUS_KEY ? await fairness.capFor(apiKeyId) : 0;
+        await wake(apiKeyId, await fair.release(queueName, apiKeyId, null, cap));
+      }
+    })()
+      .catch((err: Error) => worker.emit('error', err))
+      .finally(() => {
+        sweeping = false;
+      });
+  }, SWEEP_INTERVAL_MS);
+  sweep.unref();
+  worker.on('closing', () => clearInterval(sweep));
   return worker;
 }

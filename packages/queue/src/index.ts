@@ -1,5 +1,6 @@
 export * from './contract';
 export * from './connection';
 export * from './image-edits';
+export * from './fairness';
 export * from './job-events';
 export * from './webhooks';

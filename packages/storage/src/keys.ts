@@ -7,6 +7,8 @@ export const inputMaskKey = (jobId: string) => `jobs/${jobId}/input/mask.png`;
 export const outputKey = (jobId: string, index: number, ext: string) => `jobs/${jobId}/output/${index}.${ext}`;
 export const jobPrefix = (jobId: string) => `jobs/${jobId}/`;
 export const outputPrefix = (jobId: string) => `jobs/${jobId}/output/`;
+/** A file of POST /v1/files: outside jobs/, so deleting a job's objects never touches a file. */
+export const fileKey = (fileId: string) => `files/${fileId}`;
 
 export const CONTENT_TYPES: Record<string, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
 export const extensionFor = (format: string) => (format === 'jpeg' ? 'jpg' : format);

@@ -1,6 +1,8 @@
 import type { Readable } from 'node:stream';
 import {
+  CopyObjectCommand,
   CreateBucketCommand,
+  DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -9,6 +11,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { Upload } from '@aws-sdk/lib-storage';
 
 export interface S3Config {
   /** AWS_ENDPOINT_URL_S3; unset means real AWS S3 */
@@ -28,10 +31,29 @@ export interface ObjectStore {
   getBuffer(key: string): Promise<Buffer>;
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
   deletePrefix(prefix: string): Promise<number>;
+  /** a stream of unknown length, as a multipart upload: at most 4 parts of 5 MB are held in memory */
+  upload(key: string, body: Readable, opts: { contentType: string; signal?: AbortSignal }): Promise<void>;
+  /** the object as a stream; ObjectNotFoundError when there is none */
+  getStream(key: string): Promise<{ body: Readable; contentType: string | undefined; contentLength: number | undefined }>;
+  /** server-side copy (no bytes pass through here); ObjectNotFoundError when the source is gone */
+  copy(fromKey: string, toKey: string): Promise<void>;
+  delete(key: string): Promise<void>;
   ensureBucket(): Promise<void>;
   ping(): Promise<void>;
   destroy(): void;
 }
+
+export class ObjectNotFoundError extends Error {
+  constructor(readonly key: string) {
+    super(`no object ${key}`);
+    this.name = 'ObjectNotFoundError';
+  }
+}
+
+const isNotFound = (err: unknown) => {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.$metadata?.httpStatusCode === 404;
+};
 
 export function createObjectStore(cfg: S3Config): ObjectStore {
   const client = new S3Client({
@@ -78,6 +100,37 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
       return deleted;
+    },
+    async upload(key, body, opts) {
+      const upload = new Upload({ client, params: { Bucket, Key: key, Body: body, ContentType: opts.contentType }, queueSize: 4, partSize: 5 * 1024 * 1024 });
+      const abort = () => void upload.abort();
+      opts.signal?.addEventListener('abort', abort, { once: true });
+      try {
+        await upload.done();
+      } finally {
+        opts.signal?.removeEventListener('abort', abort);
+      }
+    },
+    async getStream(key) {
+      try {
+        const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
+        if (!out.Body) throw new Error(`object ${key} has no body`);
+        return { body: out.Body as Readable, contentType: out.ContentType, contentLength: out.ContentLength };
+      } catch (err) {
+        if (isNotFound(err)) throw new ObjectNotFoundError(key);
+        throw err;
+      }
+    },
+    async copy(fromKey, toKey) {
+      try {
+        await client.send(new CopyObjectCommand({ Bucket, Key: toKey, CopySource: `${Bucket}/${fromKey.split('/').map(encodeURIComponent).join('/')}` }));
+      } catch (err) {
+        if (isNotFound(err)) throw new ObjectNotFoundError(fromKey);
+        throw err;
+      }
+    },
+    async delete(key) {
+      await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
     },
     async ensureBucket() {
       try {

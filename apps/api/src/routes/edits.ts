@@ -1,10 +1,12 @@
-import { type Response, Router } from 'express';
+import { createHash } from 'node:crypto';
+import express, { type Request, type Response, Router } from 'express';
 import { invalidRequest, isFinal, notFound, ServiceError } from '@image-edits/core';
 import { getJob, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { editResponse, jobObject, publicError } from '../presenters';
-import { idempotency, multipartDigest, recordJob } from '../middleware/idempotency';
+import { idempotency, jsonDigest, multipartDigest, recordJob } from '../middleware/idempotency';
+import { jsonFormError, MAX_JSON_EDIT_BYTES, resolveJsonEdit, tempFiles } from '../json-edit';
 import { clientGone, MAX_WAIT_SECONDS } from './jobs';
 import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
 import { submitEdit } from '../use-cases/submit-edit';
@@ -16,14 +18,29 @@ import { waitForJob } from '../use-cases/wait-for-job';
  */
 export function editsRouter(deps: ApiDeps): Router {
   const router = Router();
-  const replayable = idempotency(deps, {
-    hash: (req) => multipartDigest(req, uploadedFiles(req), ['cancel-after']),
-    replayJob: async (req, res, jobId, prefer) => {
-      releaseUploads(req);
-      const job = await getJob(deps.db, jobId);
-      if (!job) throw notFound(`The job ${jobId} created by this Idempotency-Key no longer exists`, 'Idempotency-Key', 'job_not_found');
-      await respondWithJob(deps, res, job, prefer);
-    },
+  const replayJob = async (req: Request, res: Response, jobId: string, prefer: string | undefined) => {
+    releaseUploads(req);
+    const job = await getJob(deps.db, jobId);
+    if (!job) throw notFound(`The job ${jobId} created by this Idempotency-Key no longer exists`, 'Idempotency-Key', 'job_not_found');
+    await respondWithJob(deps, res, job, prefer);
+  };
+  const replayable = idempotency(deps, { hash: (req) => multipartDigest(req, uploadedFiles(req), ['cancel-after']), replayJob });
+  // the JSON form: the body (key order aside) and Cancel-After; a URL is hashed as given, not fetched
+  const replayableJson = idempotency(deps, {
+    hash: async (req) => createHash('sha256').update(await jsonDigest(req)).update(`\0${req.get('cancel-after') ?? ''}`).digest('hex'),
+    replayJob,
+  });
+
+  // JSON form (images by file_id or image_url); anything else goes on to the multipart route
+  router.post('/v1/images/edits', onlyJson, express.json({ limit: MAX_JSON_EDIT_BYTES }), replayableJson, async (req, res) => {
+    parsePrefer(req.get('prefer'));
+    const temps = tempFiles(res);
+    const job = await submitJsonEdit(deps, req, res, temps);
+    recordJob(res, job.id);
+    // as with multipart: a sync request holds neither the fetched files nor the (up to 68 MB) body while it waits
+    temps.release();
+    req.body = undefined;
+    await respondWithJob(deps, res, job, req.get('prefer'));
   });
   router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), replayable, async (req, res) => {
     // a malformed Prefer is refused before anything is stored
@@ -35,6 +52,16 @@ export function editsRouter(deps: ApiDeps): Router {
     await respondWithJob(deps, res, job, req.get('prefer'));
   });
   return router;
+}
+
+async function submitJsonEdit(deps: ApiDeps, req: Request, res: Response, temps: { add(path: string): void }): Promise<JobRecord> {
+  const key = apiKeyId(res.locals);
+  const input = await resolveJsonEdit(deps, key, req.body, temps, clientGone(res));
+  try {
+    return await submitEdit(deps, { apiKeyId: key, fields: input.fields, files: input.files, cancelAfter: req.get('cancel-after') });
+  } catch (err) {
+    throw jsonFormError(err);
+  }
 }
 
 /** Answers for a submitted job as the request preferred: the job object (async, wait=N) or OpenAI's shape (sync). */
@@ -81,10 +108,12 @@ async function respondWithJob(deps: ApiDeps, res: Response, job: JobRecord, pref
   res.set('x-should-retry', status >= 500 ? 'true' : 'false').status(status).json({ error: { param: null, ...error } });
 }
 
+const onlyJson: express.RequestHandler = (req, _res, next) => next(req.is('application/json') ? undefined : 'route');
+
 const requireMultipart: import('express').RequestHandler = (req, _res, next) => {
   if (req.is('multipart/form-data')) return next();
   next(
-    new ServiceError(415, 'invalid_request_error', `Content-Type must be multipart/form-data with the image file(s) and fields; got '${req.get('content-type') ?? 'none'}'`, {
+    new ServiceError(415, 'invalid_request_error', `Content-Type must be multipart/form-data with the image file(s) and fields, or application/json with images by file_id or image_url; got '${req.get('content-type') ?? 'none'}'`, {
       code: 'unsupported_media_type',
     }),
   );

@@ -17,14 +17,24 @@ import {
   type StoredImage,
 } from '@image-edits/core';
 import { insertJob, type JobRecord } from '@image-edits/db';
-import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey } from '@image-edits/storage';
+import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey, ObjectNotFoundError } from '@image-edits/storage';
 import type { ApiDeps } from '../deps';
 import { isImageField, type UploadedFile } from '../uploads';
+
+/**
+ * An input image: an upload (bytes or temporary file), or a file of POST /v1/files (`objectKey`,
+ * with the facts sharp read at its upload), which is copied into the job by S3 and never read here
+ * unless its pixels are needed (the transparency check).
+ */
+export interface EditInputFile extends UploadedFile {
+  objectKey?: string;
+  facts?: Pick<ImageFacts, 'format' | 'width' | 'height' | 'hasAlpha'>;
+}
 
 export interface SubmitEditInput {
   apiKeyId: string;
   fields: Record<string, unknown>;
-  files: UploadedFile[];
+  files: EditInputFile[];
   /** the `Cancel-After` header, if any */
   cancelAfter?: string | undefined;
 }
@@ -48,7 +58,7 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
   const images = await Promise.all(imageFiles.map((f) => readFacts(f)));
   const mask = maskFiles[0] ? await readFacts(maskFiles[0]) : undefined;
   checkImages(route.id, route.capabilities, images, mask, maxPixels);
-  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(imageFiles[0]!, images[0]!, maxPixels))) {
+  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(deps, imageFiles[0]!, images[0]!, maxPixels))) {
     throw noTransparencyError();
   }
 
@@ -76,7 +86,7 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
     ...(options.cancelAfterMs ? { deadlineAt: new Date(Date.now() + options.cancelAfterMs) } : {}),
   });
   try {
-    await deps.queue.enqueue(route.targets[0]!.provider, { jobId });
+    await deps.queue.enqueue(route.targets[0]!.provider, { jobId, apiKeyId: input.apiKeyId });
   } catch (err) {
     // The row is the source of truth: the worker's reconciler enqueues queued jobs Redis does not know.
     deps.logger.warn({ err, jobId }, 'enqueue failed; the reconciler will enqueue the job');
@@ -90,7 +100,8 @@ function byImageIndex(a: UploadedFile, b: UploadedFile): number {
   return idx(a) - idx(b);
 }
 
-async function readFacts(file: UploadedFile): Promise<ImageFacts> {
+async function readFacts(file: EditInputFile): Promise<ImageFacts> {
+  if (file.facts) return { ...file.facts, field: file.field, bytes: file.size };
   try {
     // metadata reads the header only: no pixels are decoded, so a decompression bomb costs nothing here
     const meta = await sharp(source(file)).metadata();
@@ -102,18 +113,40 @@ async function readFacts(file: UploadedFile): Promise<ImageFacts> {
 }
 
 /** Decodes the pixels (bounded by maxPixels, already checked on the header) only when there is an alpha channel. */
-async function hasTransparentPixel(file: UploadedFile, facts: ImageFacts, maxPixels: number): Promise<boolean> {
+async function hasTransparentPixel(deps: Pick<ApiDeps, 'store'>, file: EditInputFile, facts: ImageFacts, maxPixels: number): Promise<boolean> {
   if (!facts.hasAlpha) return false;
-  const stats = await sharp(source(file), { limitInputPixels: maxPixels }).stats();
+  // a stored file is read only here, within the model's byte limit (checked already)
+  const src = file.objectKey && !file.buffer && !file.path ? await readStored(deps, file.objectKey, file.field) : source(file);
+  const stats = await sharp(src, { limitInputPixels: maxPixels }).stats();
   return (stats.channels[3]?.min ?? 255) === 0;
 }
 
-async function storeInput(deps: Pick<ApiDeps, 'store'>, file: UploadedFile, facts: ImageFacts, key: string): Promise<StoredImage> {
+async function storeInput(deps: Pick<ApiDeps, 'store'>, file: EditInputFile, facts: ImageFacts, key: string): Promise<StoredImage> {
   const format = facts.format as StoredImage['format'];
+  if (file.objectKey) {
+    // the job gets its own copy: deleting the file later never breaks a queued job, deleting the job never touches the file
+    try {
+      await deps.store.copy(file.objectKey, key);
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) throw invalidRequest(`the file given as ${file.field} was deleted meanwhile`, file.field, 'file_not_found');
+      throw err;
+    }
+    return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
+  }
   const src = source(file);
   // a stream either way: the SDK then signs UNSIGNED-PAYLOAD rather than hashing the bytes here (as for files)
   await deps.store.put(key, typeof src === 'string' ? createReadStream(src) : Readable.from([src]), { contentType: CONTENT_TYPES[format] ?? 'application/octet-stream', contentLength: file.size });
   return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
+}
+
+async function readStored(deps: Pick<ApiDeps, 'store'>, key: string, field: string): Promise<Buffer> {
+  try {
+    return await deps.store.getBuffer(key);
+  } catch (err) {
+    const e = err as { name?: string };
+    if (e?.name === 'NoSuchKey') throw invalidRequest(`the file given as ${field} was deleted meanwhile`, field, 'file_not_found');
+    throw err;
+  }
 }
 
 /** The upload's bytes when kept in memory, else its temporary file. */

@@ -1,7 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { LookupAddress } from 'node:dns';
-import { checkEgress, EgressError, type LookupAll } from '@image-edits/core';
+import { checkEgress, EgressError, type LookupAll, pinnedLookup } from '@image-edits/core';
 
 /** What one HTTP attempt of a delivery came to. */
 export interface SendResult {
@@ -46,11 +45,7 @@ export async function sendWebhook(input: SendInput): Promise<SendResult> {
     return { outcome, statusCode: null, latencyMs: elapsed(), error: `refused by the egress guard: ${err.message}`, retryAfterMs: null };
   }
 
-  const pinned = (_host: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => {
-    const entry: LookupAddress = { address: target.address, family: target.family };
-    if (options?.all) callback(null, [entry]);
-    else callback(null, entry.address, entry.family);
-  };
+  const pinned = pinnedLookup(target);
   const transport = target.url.protocol === 'https:' ? https : http;
 
   return new Promise<SendResult>((resolve) => {

@@ -1,0 +1,24 @@
+import { type Db, getKeyConcurrencyLimit } from '@image-edits/db';
+
+/** A key's cap is read again after this long, so `npm run keys -- set` reaches every worker within seconds. */
+export const KEY_LIMIT_CACHE_MS = 5_000;
+const CACHE_MAX = 10_000;
+
+/**
+ * How many of a key's jobs may run at once per provider (0 = no cap): the key's own
+ * `max_concurrent_jobs`, else the deployment's default. Remembered briefly in this process (a
+ * cache of configuration, not shared state), sparing a query per job start.
+ */
+export function keyConcurrencyLimits(db: Db, defaultLimit: number, ttlMs = KEY_LIMIT_CACHE_MS): (apiKeyId: string) => Promise<number> {
+  const known = new Map<string, { limit: number; until: number }>();
+  return async (apiKeyId) => {
+    const now = Date.now();
+    const hit = known.get(apiKeyId);
+    if (hit && hit.until > now) return hit.limit;
+    const own = await getKeyConcurrencyLimit(db, apiKeyId);
+    const limit = own ?? defaultLimit;
+    if (known.size >= CACHE_MAX) known.clear();
+    known.set(apiKeyId, { limit, until: now + ttlMs });
+    return limit;
+  };
+}
