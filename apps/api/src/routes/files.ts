@@ -44,16 +44,30 @@ export function filesRouter(deps: ApiDeps): Router {
   router.post('/v1/files', fileUpload({ store, maxBytes: deps.config.env.MAX_FILE_BYTES, maxImageBytes: Math.min(MAX_UPLOAD_BYTES, deps.config.env.MAX_FILE_BYTES) }), replayable, async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const purpose = body.purpose;
-    if (typeof purpose !== 'string' || !(FILE_PURPOSES as readonly string[]).includes(purpose)) throw purposeError(purpose);
-    const expiresSeconds = parseExpiresAfter(body.expires_after) ?? (purpose === 'batch' ? BATCH_DEFAULT_EXPIRES_SECONDS : undefined);
+    let expiresSeconds: number | undefined;
+    try {
+      if (typeof purpose !== 'string' || !(FILE_PURPOSES as readonly string[]).includes(purpose)) throw purposeError(purpose);
+      expiresSeconds = parseExpiresAfter(body.expires_after) ?? (purpose === 'batch' ? BATCH_DEFAULT_EXPIRES_SECONDS : undefined);
+    } catch (err) {
+      // a refused upload is gone before the client hears why
+      const stored = storedUpload(req);
+      if (stored) await store.delete(stored.key);
+      throw err;
+    }
     const upload = storedUpload(req);
     if (!upload) throw invalidRequest("file is required: send it as the multipart field 'file'", 'file', 'missing_required_parameter');
 
     let image: FileImageFacts | null = null;
     let contentType = 'application/jsonl';
     if (IMAGE_PURPOSES.includes(purpose)) {
-      if (upload.size > MAX_UPLOAD_BYTES) throw tooLargeError(MAX_UPLOAD_BYTES, true);
-      image = await readImageFacts(store, upload.key, deps.uploadDir);
+      try {
+        if (upload.size > MAX_UPLOAD_BYTES) throw tooLargeError(MAX_UPLOAD_BYTES, true);
+        image = await readImageFacts(store, upload.key, deps.uploadDir);
+      } catch (err) {
+        // a refused image is gone before the client hears why, not some time after
+        await store.delete(upload.key);
+        throw err;
+      }
       contentType = CONTENT_TYPES[image.format]!;
     }
     const now = new Date();
