@@ -1,10 +1,10 @@
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createFalClient, type FalClient, type RequestMiddleware } from '@fal-ai/client';
-import sharp from 'sharp';
 import { connectionError, errorFromStatus, redact } from '../shared/http-errors';
 import { maskHasEditRegion, whiteEditMask } from '../shared/masks';
 import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult } from '../types';
+import { parseExactSize, resizeToCover, type Size, sniffFormat } from '../shared/images';
 import { ProviderError } from '../types';
 
 /**
@@ -177,7 +177,7 @@ async function editImages(ctx: Context, request: ProviderEditRequest, callerSign
       const count = Math.min(model.maxImagesPerCall, n - images.length);
       // one seed per call: a batch of num_images already varies within itself
       const output = await runQueued(ctx, request.model, { ...baseInput, num_images: count, seed: seed0 + call }, signal);
-      for (const image of await toImages(output, count, signal)) images.push(target ? await resizeTo(image, target) : image);
+      for (const image of await toImages(output, count, signal)) images.push(target ? await resizeToCover(image, target) : image);
     }
     return { images };
   } catch (err) {
@@ -213,19 +213,12 @@ function unsupported(message: string): ProviderError {
   return new ProviderError(PROVIDER, message, { code: 'unsupported_parameter', retryable: false });
 }
 
-interface Size {
-  width: number;
-  height: number;
-}
 
 /** `auto`/undefined keep the canvas's size (FLUX fill's own); `WxH` is an exact size the output is resized to. */
 function parseSize(size: string | undefined, model: string): Size | undefined {
-  if (size === undefined || size === 'auto') return undefined;
-  const m = /^(\d+)x(\d+)$/.exec(size);
-  const width = Number(m?.[1]);
-  const height = Number(m?.[2]);
-  if (!m || !(width > 0) || !(height > 0)) throw unsupported(`size '${size}' is not supported by model '${model}'`);
-  return { width, height };
+  const parsed = parseExactSize(size);
+  if (parsed === null) throw unsupported(`size '${size}' is not supported by model '${model}'`);
+  return parsed;
 }
 
 function dataUri(data: Buffer, mime: string): string {
@@ -315,28 +308,7 @@ async function download(url: string, signal: AbortSignal): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
 }
 
-/**
- * FLUX fill keeps the input's dimensions, so an exact `WxH` the client asked for is honoured here:
- * stretched when only the scale differs (same aspect ratio), otherwise scaled to cover and
- * centre-cropped so nothing is distorted.
- */
-async function resizeTo(image: OutputImage, target: Size): Promise<OutputImage> {
-  const meta = await sharp(image.data).metadata();
-  const width = meta.width ?? 0;
-  const height = meta.height ?? 0;
-  if (width === target.width && height === target.height) return image;
-  const sameAspect = width > 0 && height > 0 && Math.abs(width / height - target.width / target.height) <= 0.01 * (target.width / target.height);
-  const resized = sharp(image.data).resize(target.width, target.height, { fit: sameAspect ? 'fill' : 'cover' });
-  const encoded = image.format === 'jpeg' ? resized.jpeg() : image.format === 'webp' ? resized.webp() : resized.png();
-  return { data: await encoded.toBuffer(), format: image.format };
-}
 
-function sniffFormat(b: Buffer): ImageFormat | undefined {
-  if (b.length >= 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a) return 'png';
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  if (b.length >= 12 && b.toString('ascii', 0, 4) === 'RIFF' && b.toString('ascii', 8, 12) === 'WEBP') return 'webp';
-  return undefined;
-}
 
 function invalidResponse(message: string): ProviderError {
   return new ProviderError(PROVIDER, message, { code: 'upstream_invalid_response', retryable: true });

@@ -9,6 +9,7 @@ import OpenAI, {
 import type { ImageEditParamsNonStreaming, ImagesResponse } from 'openai/resources/images';
 import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult, ProviderUsage } from '../types';
 import { ProviderError } from '../types';
+import { sniffFormat } from '../shared/images';
 import { CONTENT_POLICY_CODES, retryAfterMs } from '../shared/http-errors';
 
 /**
@@ -178,12 +179,6 @@ function asImageFormat(v: unknown): ImageFormat | undefined {
   return v === 'png' || v === 'jpeg' || v === 'webp' ? v : undefined;
 }
 
-function sniffFormat(b: Buffer): ImageFormat | undefined {
-  if (b.length >= 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a) return 'png';
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  if (b.length >= 12 && b.toString('ascii', 0, 4) === 'RIFF' && b.toString('ascii', 8, 12) === 'WEBP') return 'webp';
-  return undefined;
-}
 
 function invalidResponse(ctx: EditContext, message: string): ProviderError {
   return new ProviderError(ctx.providerId, message, { code: 'upstream_invalid_response', retryable: true });

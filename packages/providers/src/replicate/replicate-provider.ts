@@ -6,6 +6,7 @@ import { connectionError, errorFromStatus, redact } from '../shared/http-errors'
 import { maskHasEditRegion, whiteEditMask } from '../shared/masks';
 import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult } from '../types';
 import { ProviderError } from '../types';
+import { sniffFormat } from '../shared/images';
 
 /**
  * FLUX Fill on Replicate, through the official `replicate` SDK: a prediction is created with
@@ -352,12 +353,6 @@ async function download(url: string, signal: AbortSignal): Promise<OutputImage> 
   return { data, format };
 }
 
-function sniffFormat(b: Buffer): ImageFormat | undefined {
-  if (b.length >= 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a) return 'png';
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  if (b.length >= 12 && b.toString('ascii', 0, 4) === 'RIFF' && b.toString('ascii', 8, 12) === 'WEBP') return 'webp';
-  return undefined;
-}
 
 /** Resizes to exactly the asked WxH when the output differs, keeping its format. */
 async function fitToSize(image: OutputImage, target: { width: number; height: number } | undefined, quality: number | undefined): Promise<OutputImage> {
