@@ -2,6 +2,7 @@ import { emitJobEvent, expireOverdue, findStaleUnfinished, findUnannouncedFinalJ
 import { type EditQueue, publishJobEvent, type WebhookQueue } from '@image-edits/queue';
 import type { WebhookEvent } from '@image-edits/core';
 import type { Redis } from 'ioredis';
+import { type Periodic, runEvery } from './periodic';
 import type { Logger } from 'pino';
 import type { ObjectStore } from '@image-edits/storage';
 import { purgeExpiredFiles } from './purge-files';
@@ -55,30 +56,25 @@ export async function announceMissedEvents(deps: Pick<ReconcileDeps, 'db' | 'web
   return missed.length;
 }
 
-export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete'> }, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    running = reconcileOnce(deps, graceMs)
-      .then(() => announceMissedEvents(deps))
-      .then(() => purgeExpiredIdempotencyKeys(deps.db))
-      .then(() => purgeExpiredFiles(deps))
-      .catch((err: unknown) => deps.logger.error({ err }, 'reconcile failed; will try again'));
-  }, intervalMs);
-  timer.unref();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
+export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete'> }, intervalMs: number, graceMs: number): Periodic {
+  return runEvery(
+    intervalMs,
+    async () => {
+      await reconcileOnce(deps, graceMs);
+      await announceMissedEvents(deps);
+      await purgeExpiredIdempotencyKeys(deps.db);
+      await purgeExpiredFiles(deps);
     },
-  };
+    deps.logger,
+    'reconcile',
+  );
 }
 
 /**
  * Jobs that waited past their `Cancel-After` deadline without starting become expired (never run,
  * never billed) and leave their queue. Every worker sweeps; the conditional update expires each once.
  */
-export function startDeadlineSweeper(deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; webhookQueue: Pick<WebhookQueue, 'enqueue'>; logger: Logger }, intervalMs: number): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
+export function startDeadlineSweeper(deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; webhookQueue: Pick<WebhookQueue, 'enqueue'>; logger: Logger }, intervalMs: number): Periodic {
   const sweep = async () => {
     for (const job of await expireOverdue(deps.db)) {
       await publishJobEvent(deps.redis, deps.prefix, { jobId: job.id, status: 'expired' });
@@ -87,21 +83,5 @@ export function startDeadlineSweeper(deps: { db: Db; queue: EditQueue; redis: Re
       deps.logger.info({ jobId: job.id }, 'job expired before it started');
     }
   };
-  let busy = false;
-  const timer = setInterval(() => {
-    if (busy) return; // a slow sweep is not stacked behind itself
-    busy = true;
-    running = sweep()
-      .catch((err: unknown) => deps.logger.error({ err }, 'deadline sweep failed; will try again'))
-      .finally(() => {
-        busy = false;
-      });
-  }, intervalMs);
-  timer.unref();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
+  return runEvery(intervalMs, sweep, deps.logger, 'deadline sweep');
 }

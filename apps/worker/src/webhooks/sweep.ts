@@ -1,6 +1,7 @@
 import { type Db, findOverdueWebhookDeliveries } from '@image-edits/db';
 import type { WebhookQueue } from '@image-edits/queue';
 import type { Logger } from 'pino';
+import { type Periodic, runEvery } from '../periodic';
 
 /**
  * Postgres is the source of truth for deliveries too: a pending one whose next attempt is overdue
@@ -19,16 +20,6 @@ export async function sweepWebhookDeliveries(deps: { db: Db; webhookQueue: Webho
   return requeued;
 }
 
-export function startWebhookSweeper(deps: { db: Db; webhookQueue: WebhookQueue; logger: Logger }, intervalMs: number, graceMs: number): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  const timer = setInterval(() => {
-    running = sweepWebhookDeliveries(deps, graceMs).catch((err: unknown) => deps.logger.error({ err }, 'webhook sweep failed; will try again'));
-  }, intervalMs);
-  timer.unref();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
+export function startWebhookSweeper(deps: { db: Db; webhookQueue: WebhookQueue; logger: Logger }, intervalMs: number, graceMs: number): Periodic {
+  return runEvery(intervalMs, () => sweepWebhookDeliveries(deps, graceMs), deps.logger, 'webhook sweep');
 }
