@@ -54,17 +54,64 @@ export interface MemoryMeasurement {
   baseline: UploadMemory;
 }
 
+/** Live heap (after a forced full GC, bench/heap-probe.cjs) and RSS of one process over a window. */
+export interface ProcessFootprint {
+  /** live heap when idle, after warm-up, just before the window */
+  heapBefore: number;
+  /** the largest live heap sampled during the window (once a second) */
+  heapPeak: number;
+  heapSamples: number;
+  rssBefore: number;
+  /** largest RSS sampled every 100 ms during the window */
+  rssPeak: number;
+  /** VmHWM at the end of the window (peak since the process started) */
+  hwm: number;
+}
+
+export interface BatchMeasurement {
+  /** scripted delay of the fake upstream per request */
+  latencyMs: number;
+  lines: number;
+  fileBytes: number;
+  promptChars: number;
+  warmupLines: number;
+  /** POST /v1/files of the JSONL, from disk */
+  uploadMs: number;
+  /** batch created → in_progress: picked up, input snapshotted, every line's structure checked */
+  validateMs: number;
+  /** in_progress → every line has its job: checks, inputs, rows, enqueue */
+  fanOutMs: number;
+  /** jobs accepted per second, created → fanned out */
+  jobsPerSecond: number;
+  total: number;
+  /** children that had started / succeeded by the time the fan-out ended */
+  childrenStarted: number;
+  childrenSucceeded: number;
+  api: ProcessFootprint;
+  worker: ProcessFootprint;
+  /** CPU over the upload and fan-out window */
+  cpu: CpuUse;
+  /** the batch cancelled once fanned out: time until `cancelled` (stop of queued children, then both files) */
+  cancel: { ms: number; completed: number; failed: number; outputBytes: number; errorBytes: number; status: string };
+}
+
 export interface BenchResults {
   machine: MachineInfo;
   durationMs: number;
   submit: SubmitMeasurement;
   sync: SyncMeasurement;
   memory: MemoryMeasurement;
+  batches: BatchMeasurement[];
 }
 
 export const SUBMIT_GOAL_RATIO = 0.5;
 export const SYNC_GOAL_OVERHEAD_MS = 25;
 export const RSS_GOAL_BYTES = 400 * 1024 * 1024;
+/** A fan-out holds one chunk at a time: the live heap of the API and the worker may grow by at most this during a 50,000-line batch. */
+export const BATCH_HEAP_GROWTH_GOAL_BYTES = 64 * 1024 * 1024;
+
+const heapGrowth = (f: ProcessFootprint) => f.heapPeak - f.heapBefore;
+export const batchHeapBounded = (b: BatchMeasurement) => b.api.heapSamples > 0 && b.worker.heapSamples > 0 && heapGrowth(b.api) < BATCH_HEAP_GROWTH_GOAL_BYTES && heapGrowth(b.worker) < BATCH_HEAP_GROWTH_GOAL_BYTES;
 
 interface Row {
   metric: string;
@@ -134,7 +181,36 @@ export function summaryRows(r: BenchResults): Row[] {
       goal: '< 400 MB',
       met: yes(m.service.after.hwm < RSS_GOAL_BYTES, clean(m.service.load, m.baseline.load)),
     },
-  ];
+      ...r.batches.flatMap((b) => {
+      const at = `fake upstream at ${b.latencyMs ? `${b.latencyMs / 1000} s` : 'zero'} latency`;
+      return [
+        {
+          metric: `Batch of ${b.lines.toLocaleString('en')} lines (${fmtMB(b.fileBytes)}): validated and fanned out, ${at}`,
+          service: `${((b.validateMs + b.fanOutMs) / 1000).toFixed(1)} s, ${b.jobsPerSecond.toFixed(0)} jobs/s`,
+          baseline: '—',
+          ratio: '—',
+          goal: '—',
+          met: '—',
+        },
+        {
+          metric: `Live heap growth during it: API / worker (${at})`,
+          service: `${fmtMB(heapGrowth(b.api))} / ${fmtMB(heapGrowth(b.worker))}`,
+          baseline: '—',
+          ratio: '—',
+          goal: `< ${fmtMB(BATCH_HEAP_GROWTH_GOAL_BYTES)} each`,
+          met: yes(batchHeapBounded(b), true),
+        },
+        {
+          metric: `Peak RSS during it: API / worker (${at})`,
+          service: `${fmtMB(b.api.rssPeak)} / ${fmtMB(b.worker.rssPeak)}`,
+          baseline: '—',
+          ratio: '—',
+          goal: '—',
+          met: '—',
+        },
+      ];
+    }),
+];
 }
 
 function table(headers: string[], rows: string[][]): string {
@@ -321,8 +397,61 @@ CPU time per upload:
 
 ${cpuTable([['service', m.service.cpu, m.service.load.ok], ['baseline', m.baseline.cpu, m.baseline.load.ok]], mc.cores)}
 
+${batchSection(r)}
 ## Notes
 
 ${notes.map((n) => `- ${n}`).join('\n')}
+`;
+}
+
+function batchSection(r: BenchResults): string {
+  if (r.batches.length === 0) return '';
+  const first = r.batches[0]!;
+  const at = (b: BatchMeasurement) => (b.latencyMs ? `${b.latencyMs / 1000} s` : '0');
+  const foot = (f: ProcessFootprint) => [fmtMB(f.heapBefore), fmtMB(f.heapPeak), fmtMB(heapGrowth(f)), fmtMB(f.rssBefore), fmtMB(f.rssPeak), fmtMB(f.hwm)];
+  return `## 4. Batch submission and fan-out
+
+A batch of ${first.lines.toLocaleString('en')} lines through the OpenAI Batch API, \`POST /v1/files\` (purpose \`batch\`, streamed from a file on
+disk) then \`POST /v1/batches\`, with the API and one worker each in its own process on a fresh database / BullMQ prefix / s3rver
+bucket. Each line is a \`gpt-image-1\` edit naming one uploaded 1024×1024 PNG by \`file_id\` with a ${first.promptChars}-character
+prompt (${fmtMB(first.fileBytes)} in all). Timings come from the batch row (\`created_at\`, \`in_progress_at\` when every line's
+structure was checked, \`fanned_out_at\` when every line had its job); "jobs/s" is lines over that whole span. The worker runs
+the children meanwhile (the fake OpenAI on loopback, \`WORKER_CONCURRENCY=8\`), so at zero latency the fan-out shares the
+worker's process and the cores with as many edits as they can run; at 2 s latency the children mostly wait. A warm-up batch
+of ${first.warmupLines} lines goes first (so the worker's batch code is loaded and compiled), then is cancelled. Both processes
+run with \`bench/heap-probe.cjs\` preloaded: once a second a full GC, then the live heap (\`heapUsed\`) over IPC; RSS is sampled
+every 100 ms from \`/proc\`. Once fanned out, the batch is cancelled and timed to \`cancelled\` (the queued children stopped and
+taken off their queue, then the output and error files written).
+
+${table(
+  ['upstream latency', 'upload', 'validate', 'fan out', 'jobs accepted/s', 'children started / succeeded meanwhile', 'cancel → cancelled', 'output / error file'],
+  r.batches.map((b) => [
+    at(b),
+    `${(b.uploadMs / 1000).toFixed(1)} s (${(b.fileBytes / 1024 / 1024 / (b.uploadMs / 1000)).toFixed(0)} MB/s)`,
+    `${(b.validateMs / 1000).toFixed(1)} s`,
+    `${(b.fanOutMs / 1000).toFixed(1)} s`,
+    `${b.jobsPerSecond.toFixed(0)}`,
+    `${b.childrenStarted} / ${b.childrenSucceeded}`,
+    `${(b.cancel.ms / 1000).toFixed(1)} s (${b.cancel.status}; ${b.cancel.completed} completed, ${b.cancel.failed} failed)`,
+    `${fmtMB(b.cancel.outputBytes)} / ${fmtMB(b.cancel.errorBytes)}`,
+  ]),
+)}
+
+Memory of each process during the upload and the fan-out (goal: live heap growth < ${fmtMB(BATCH_HEAP_GROWTH_GOAL_BYTES)}, the file being ${fmtMB(first.fileBytes)}):
+
+${table(
+  ['upstream latency', 'process', 'live heap before', 'live heap peak', 'growth', 'RSS before', 'max sampled RSS', 'VmHWM'],
+  r.batches.flatMap((b) => [
+    [at(b), 'API', ...foot(b.api)],
+    [at(b), 'worker', ...foot(b.worker)],
+  ]),
+)}
+
+CPU during the upload and the fan-out:
+
+${table(
+  ['upstream latency', 'wall', 'worker', 'API', 's3rver', 'bench (fake upstream)', 'everything else (Postgres, Redis, ...)'],
+  r.batches.map((b) => [at(b), `${b.cpu.wall.toFixed(1)} s`, `${b.cpu.server.toFixed(1)} s`, `${(b.cpu.extra.api ?? 0).toFixed(1)} s`, `${(b.cpu.extra.s3rver ?? 0).toFixed(1)} s`, `${b.cpu.bench.toFixed(1)} s`, `${b.cpu.others.toFixed(1)} s`]),
+)}
 `;
 }

@@ -6,7 +6,8 @@
  * on failure and on Ctrl-C.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, openAsBlob, rmSync, writeFileSync } from 'node:fs';
+import { finished } from 'node:stream/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createApiKey, createDb, getJob } from '@image-edits/db';
@@ -16,7 +17,20 @@ import { type LoadResult, mergeLoad, runLoad } from './load';
 import { machineInfo } from './machine';
 import { buildMultipart, type MultipartBody } from './multipart';
 import { cpuWindow, type CpuUse, freePort, mergeCpu, type NodeChild, readMemory, REPO, sampleMemory, spawnTs, waitHttpReady } from './procs';
-import { type BenchResults, type MemoryMeasurement, renderMarkdown, type SubmitMeasurement, summaryRows, type SyncMeasurement, type SyncPhase, type UploadMemory, verdicts } from './report';
+import {
+  type BatchMeasurement,
+  batchHeapBounded,
+  type BenchResults,
+  type MemoryMeasurement,
+  type ProcessFootprint,
+  renderMarkdown,
+  type SubmitMeasurement,
+  summaryRows,
+  type SyncMeasurement,
+  type SyncPhase,
+  type UploadMemory,
+  verdicts,
+} from './report';
 import { attribute, monotonicUs, profileArgs, readMainThreadProfile } from './profile';
 import { fmtMB, fmtMs, summarize } from './stats';
 
@@ -25,6 +39,8 @@ const SYNC = { warmup: 15, total: 100 };
 /** requests in the separate, profiled passes (their timings are not reported, only where the CPU went) */
 const PROFILED = { submit: 250, sync: 50 };
 const UPLOADS = { count: 64, warmup: 2, side: 2600 };
+/** 4. batches: 50,000 lines at each upstream latency (both sizes fan out in minutes; the children need not finish) */
+const BATCH = { lines: 50_000, warmupLines: 600, promptChars: 2000, latenciesMs: [0, 2000] };
 const FAKE_KEY = 'sk-bench-fake-upstream';
 const MB = 1024 * 1024;
 
@@ -373,6 +389,164 @@ async function benchMemory(fake: FakeOpenAI, baselineDir: string): Promise<Memor
   return { fileBytes: big.length, bodyBytes: body.body.length, uploads: UPLOADS.count, service, baseline };
 }
 
+// ---- 4. batch submission and fan-out ----
+
+/** The live heap a child reports over IPC (bench/heap-probe.cjs): the latest sample, and the peak since `reset`. */
+function watchHeap(child: NodeChild): { last(): number; reset(): void; peak(): { heapPeak: number; heapSamples: number } } {
+  let last = Number.NaN;
+  let peak = 0;
+  let samples = 0;
+  child.proc.on('message', (m: { heapProbe?: { heapUsed: number } }) => {
+    if (!m?.heapProbe) return;
+    last = m.heapProbe.heapUsed;
+    peak = Math.max(peak, last);
+    samples++;
+  });
+  return {
+    last: () => last,
+    reset() {
+      peak = 0;
+      samples = 0;
+    },
+    peak: () => ({ heapPeak: peak, heapSamples: samples }),
+  };
+}
+
+const HEAP_PROBE = ['--expose-gc', '--require', path.join(REPO, 'bench/heap-probe.cjs')];
+
+async function benchBatch(latencyMs: number, image: Buffer): Promise<BatchMeasurement> {
+  const fake = await startFakeOpenAI({ apiKey: FAKE_KEY });
+  defer('batch fake upstream', () => fake.close());
+  if (latencyMs) fake.respondWith(() => new Promise((r) => setTimeout(() => r(undefined), latencyMs)), { times: Number.POSITIVE_INFINITY });
+  const { testEnv, apiKey, s3 } = await newEnv(`batch-${latencyMs}`);
+  const api = await startApiChild(testEnv, fake, HEAP_PROBE);
+  const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, await freePort()), HEAP_PROBE));
+  const apiHeap = watchHeap(api.child);
+  const workerHeap = watchHeap(worker);
+  const db = createDb(testEnv.databaseUrl, { poolSize: 2 });
+  defer('batch db client', () => db.$disconnect());
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'image-edits-bench-batch-'));
+  defer('batch files', async () => rmSync(dir, { recursive: true, force: true }));
+  const auth = { authorization: `Bearer ${apiKey}` };
+
+  const uploadFile = async (blob: Blob, name: string, purpose: string): Promise<{ id: string; bytes: number }> => {
+    const form = new FormData();
+    form.append('purpose', purpose);
+    form.append('file', blob, name);
+    const res = await fetch(`${api.url}/v1/files`, { method: 'POST', headers: auth, body: form });
+    if (res.status !== 200) throw new Error(`upload of ${name}: HTTP ${res.status} ${await res.text()}`);
+    return (await res.json()) as { id: string; bytes: number };
+  };
+  const call = async (method: string, url: string, body?: unknown): Promise<{ id: string; status: string; request_counts: { completed: number; failed: number }; output_file_id: string | null; error_file_id: string | null }> => {
+    const res = await fetch(`${api.url}${url}`, { method, headers: { ...auth, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
+    if (res.status !== 200) throw new Error(`${method} ${url}: HTTP ${res.status} ${await res.text()}`);
+    return (await res.json()) as Awaited<ReturnType<typeof call>>;
+  };
+  const createBatch = (inputFileId: string) => call('POST', '/v1/batches', { input_file_id: inputFileId, endpoint: '/v1/images/edits', completion_window: '24h' });
+  const untilFannedOut = async (id: string, timeoutMs: number) => {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const row = await db.batch.findUniqueOrThrow({ where: { id } });
+      if (row.fannedOutAt || row.status === 'failed') return row;
+      if (Date.now() > end) throw new Error(`batch ${id} still at line ${row.linesDone} after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const untilFinal = async (id: string, timeoutMs: number) => {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const b = await call('GET', `/v1/batches/${id}`);
+      if (['completed', 'failed', 'cancelled', 'expired'].includes(b.status)) return b;
+      if (Date.now() > end) throw new Error(`batch ${id} still ${b.status} after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  const writeJsonl = async (name: string, lines: number, imageId: string): Promise<string> => {
+    const file = path.join(dir, name);
+    const out = createWriteStream(file);
+    const prompt = 'a quiet lake at dawn, '.repeat(Math.ceil(BATCH.promptChars / 22)).slice(0, BATCH.promptChars);
+    for (let i = 0; i < lines; i++) {
+      const body = { model: 'gpt-image-1', prompt, size: '1024x1024', images: [{ file_id: imageId }] };
+      if (!out.write(`${JSON.stringify({ custom_id: `req-${i}`, method: 'POST', url: '/v1/images/edits', body })}\n`)) await new Promise<void>((r) => out.once('drain', () => r()));
+    }
+    out.end();
+    await finished(out);
+    return file;
+  };
+
+  const imageId = (await uploadFile(new Blob([new Uint8Array(image)], { type: 'image/png' }), 'photo.png', 'vision')).id;
+  log(`4. batches, upstream latency ${latencyMs} ms: warm-up batch of ${BATCH.warmupLines} lines`);
+  const warm = await createBatch((await uploadFile(await openAsBlob(await writeJsonl('warmup.jsonl', BATCH.warmupLines, imageId)), 'warmup.jsonl', 'batch')).id);
+  await untilFannedOut(warm.id, 120_000);
+  await call('POST', `/v1/batches/${warm.id}/cancel`);
+  await untilFinal(warm.id, 120_000);
+  const file = await writeJsonl('input.jsonl', BATCH.lines, imageId);
+  // let the probes report the idle heap after the warm-up
+  await new Promise((r) => setTimeout(r, 2500));
+
+  log(`4. batches, upstream latency ${latencyMs} ms: ${BATCH.lines} lines, upload + fan-out measured`);
+  const before = { api: readMemory(api.child.pid), worker: readMemory(worker.pid), apiHeap: apiHeap.last(), workerHeap: workerHeap.last() };
+  apiHeap.reset();
+  workerHeap.reset();
+  const apiMem = sampleMemory(api.child.pid, 100);
+  const workerMem = sampleMemory(worker.pid, 100);
+  const cpu = cpuWindow(worker.pid, { api: api.child.pid, s3rver: s3.pid });
+  const t0 = performance.now();
+  const input = await uploadFile(await openAsBlob(file, { type: 'application/jsonl' }), 'input.jsonl', 'batch');
+  const uploadMs = performance.now() - t0;
+  const created = await createBatch(input.id);
+  const row = await untilFannedOut(created.id, 20 * 60_000);
+  if (row.status === 'failed') throw new Error(`batch failed: ${JSON.stringify(row.errors)}`);
+  const cpuUse = cpu();
+  const footprint = (m: ReturnType<ReturnType<typeof sampleMemory>['stop']>, rssBefore: number, heapBefore: number, heap: { heapPeak: number; heapSamples: number }): ProcessFootprint => ({
+    heapBefore,
+    ...heap,
+    rssBefore,
+    rssPeak: m.maxSampledRss,
+    hwm: m.hwm,
+  });
+  const apiFoot = footprint(apiMem.stop(), before.api.rss, before.apiHeap, apiHeap.peak());
+  const workerFoot = footprint(workerMem.stop(), before.worker.rss, before.workerHeap, workerHeap.peak());
+  const [childrenStarted, childrenSucceeded] = await Promise.all([
+    db.job.count({ where: { batchId: created.id, startedAt: { not: null } } }),
+    db.job.count({ where: { batchId: created.id, status: 'succeeded' } }),
+  ]);
+  const validateMs = row.inProgressAt!.getTime() - row.createdAt.getTime();
+  const fanOutMs = row.fannedOutAt!.getTime() - row.inProgressAt!.getTime();
+  const jobsPerSecond = row.total / ((row.fannedOutAt!.getTime() - row.createdAt.getTime()) / 1000);
+  log(`   validated in ${(validateMs / 1000).toFixed(1)} s, fanned out in ${(fanOutMs / 1000).toFixed(1)} s: ${jobsPerSecond.toFixed(0)} jobs/s; ${childrenSucceeded} children done meanwhile`);
+  log(`   live heap API ${fmtMB(apiFoot.heapBefore)} → peak ${fmtMB(apiFoot.heapPeak)}, worker ${fmtMB(workerFoot.heapBefore)} → peak ${fmtMB(workerFoot.heapPeak)}; RSS peak API ${fmtMB(apiFoot.rssPeak)}, worker ${fmtMB(workerFoot.rssPeak)}`);
+
+  log(`4. batches, upstream latency ${latencyMs} ms: cancel, timed until cancelled`);
+  const tc = performance.now();
+  await call('POST', `/v1/batches/${created.id}/cancel`);
+  const done = await untilFinal(created.id, 20 * 60_000);
+  const cancelMs = performance.now() - tc;
+  const bytesOf = async (id: string | null) => (id ? Number((await db.file.findUniqueOrThrow({ where: { id } })).bytes) : 0);
+  const cancel = { ms: cancelMs, status: done.status, completed: done.request_counts.completed, failed: done.request_counts.failed, outputBytes: await bytesOf(done.output_file_id), errorBytes: await bytesOf(done.error_file_id) };
+  log(`   ${done.status} in ${(cancelMs / 1000).toFixed(1)} s: ${cancel.completed} completed, ${cancel.failed} failed`);
+  await api.child.stop();
+  await worker.stop();
+  return {
+    latencyMs,
+    lines: BATCH.lines,
+    fileBytes: input.bytes,
+    promptChars: BATCH.promptChars,
+    warmupLines: BATCH.warmupLines,
+    uploadMs,
+    validateMs,
+    fanOutMs,
+    jobsPerSecond,
+    total: row.total,
+    childrenStarted,
+    childrenSucceeded,
+    api: apiFoot,
+    worker: workerFoot,
+    cpu: cpuUse,
+    cancel,
+  };
+}
+
 function notesFor(r: BenchResults): string[] {
   const v = verdicts(r);
   const notes: string[] = [];
@@ -442,12 +616,20 @@ async function main(): Promise<void> {
   const image = await makePng(1024, 1024, { hole });
   const mask = await makeMask(1024, 1024, hole);
 
+  // BENCH_ONLY=batches runs section 4 alone and writes no report (for working on it)
+  if (process.env.BENCH_ONLY === 'batches') {
+    for (const latencyMs of BATCH.latenciesMs) await scoped(() => benchBatch(latencyMs, image));
+    return;
+  }
+
   // each measurement gets its own database / queue prefix / bucket, torn down before the next one
   const submit = await scoped(() => benchSubmit(fake, image, mask, baselineDir));
   const sync = await scoped(() => benchSync(fake, image, mask));
   const memory = await scoped(() => benchMemory(fake, baselineDir));
+  const batches: BatchMeasurement[] = [];
+  for (const latencyMs of BATCH.latenciesMs) batches.push(await scoped(() => benchBatch(latencyMs, image)));
 
-  const results: BenchResults = { machine, durationMs: performance.now() - started, submit, sync, memory };
+  const results: BenchResults = { machine, durationMs: performance.now() - started, submit, sync, memory, batches };
   const md = renderMarkdown(results, notesFor(results));
   const out = path.join(REPO, 'docs', 'benchmarks.md');
   writeFileSync(out, md);

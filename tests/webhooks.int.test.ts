@@ -132,7 +132,7 @@ describe('webhook endpoints', () => {
     expect(Buffer.from(created.secret.slice(6), 'base64').length).toBeGreaterThanOrEqual(24);
 
     const all = await createEndpoint(key, { url: receiver.url('/crud2') });
-    expect(all.events).toEqual(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired']);
+    expect(all.events).toEqual(['job.succeeded', 'job.failed', 'job.canceled', 'job.expired', 'batch.completed', 'batch.failed', 'batch.cancelled', 'batch.expired']);
 
     const list = await get(api('/v1/webhook_endpoints'), key);
     expect(list.body.object).toBe('list');

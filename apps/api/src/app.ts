@@ -5,6 +5,7 @@ import type { ApiDeps } from './deps';
 import { createMetrics } from './metrics';
 import { requireApiKey } from './middleware/auth';
 import { errorHandler, notFoundHandler } from './middleware/errors';
+import { batchesRouter } from './routes/batches';
 import { editsRouter } from './routes/edits';
 import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
@@ -40,6 +41,7 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(editsRouter(deps));
   app.use(express.json({ limit: '1mb' }));
   app.use(filesRouter(deps));
+  app.use(batchesRouter(deps));
   app.use(jobsRouter(deps));
   app.use(modelsRouter(deps));
   app.use(webhooksRouter(deps));

@@ -1,6 +1,6 @@
 import type { ModelRoute, ServiceConfig } from '@image-edits/core';
 import type { Db } from '@image-edits/db';
-import type { EditQueue, JobEventHub, WebhookQueue } from '@image-edits/queue';
+import type { BatchQueue, EditQueue, JobEventHub, WebhookQueue } from '@image-edits/queue';
 import type { ObjectStore } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -13,6 +13,8 @@ export interface ApiDeps {
   queue: EditQueue;
   /** webhook deliveries: job events (emitJobEvent) and manual retries */
   webhookQueue: WebhookQueue;
+  /** batch steps: a new batch's fan-out, a cancelled one's stop, a batch whose last child was canceled here: its finalize */
+  batchQueue: BatchQueue;
   hub: JobEventHub;
   redis: Redis;
   routes: Map<string, ModelRoute>;

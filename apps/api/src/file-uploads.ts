@@ -3,6 +3,7 @@ import { pipeline, Transform } from 'node:stream';
 import type { Request, RequestHandler } from 'express';
 import multer from 'multer';
 import { invalidRequest, newId, ServiceError, tooLarge } from '@image-edits/core';
+import { IMAGE_PURPOSES } from '@image-edits/edits';
 import { fileKey, type ObjectStore } from '@image-edits/storage';
 
 /** The `file` part of POST /v1/files once it is in S3. */
@@ -17,7 +18,7 @@ export interface StoredUpload {
 }
 
 export const FILE_PURPOSES = ['batch', 'vision', 'user_data'] as const;
-export const IMAGE_PURPOSES: readonly string[] = ['vision', 'user_data'];
+export { IMAGE_PURPOSES };
 
 /** OpenAI's ids: `file-` and (here) a time-sorted suffix, so listings page by id. */
 export const newFileId = () => `file-${newId('file').slice('file_'.length)}`;

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildModelRoutes, type ProviderId, type ServiceConfig } from '@image-edits/core';
 import { createDb } from '@image-edits/db';
-import { createEditQueue, createJobEventHub, createRedis, createWebhookQueue } from '@image-edits/queue';
+import { createBatchQueue, createEditQueue, createJobEventHub, createRedis, createWebhookQueue } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
 import pino, { type Logger } from 'pino';
 import { createApp } from './app';
@@ -28,9 +28,10 @@ export async function startApi(config: ServiceConfig, opts: { logger?: Logger } 
   // retries per provider, from the registry: a job's first queue sets the policy of its first target
   const queue = createEditQueue({ redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX }, redis, (provider) => config.registry.providers[provider as ProviderId]);
   const webhookQueue = createWebhookQueue({ redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX }, redis, env.WEBHOOK_RETRY_DELAYS_MS);
+  const batchQueue = createBatchQueue({ redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX }, redis);
   const hub = await createJobEventHub(createRedis(env.REDIS_URL), env.QUEUE_PREFIX);
   const uploadDir = env.UPLOAD_DIR ?? path.join(os.tmpdir(), 'image-edits-uploads');
-  const deps: ApiDeps = { config, db, store, queue, webhookQueue, hub, redis, routes, logger, uploadDir };
+  const deps: ApiDeps = { config, db, store, queue, webhookQueue, batchQueue, hub, redis, routes, logger, uploadDir };
 
   const app = createApp(deps);
   const server: Server = await new Promise((resolve) => {
@@ -53,6 +54,7 @@ export async function startApi(config: ServiceConfig, opts: { logger?: Logger } 
       await hub.close();
       await queue.close();
       await webhookQueue.close();
+      await batchQueue.close();
       redis.disconnect();
       store.destroy();
       await db.$disconnect();

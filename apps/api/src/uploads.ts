@@ -4,21 +4,14 @@ import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import multer from 'multer';
 import { FAMILY_CAPABILITIES, invalidRequest, ServiceError, tooLarge } from '@image-edits/core';
+import { isImageField, type UploadedFile } from '@image-edits/edits';
 import { hybridStorage, MAX_IN_MEMORY_REQUEST_BYTES, type MemoryBudget, processMemoryBudget } from './upload-storage';
+
+export { isImageField, type UploadedFile };
 
 /** The largest file any model accepts: the per-model limit is checked after parsing, when the model is known. */
 export const MAX_UPLOAD_BYTES = Math.max(...Object.values(FAMILY_CAPABILITIES).map((c) => c.maxImageBytes));
 const MAX_FILES = Math.max(...Object.values(FAMILY_CAPABILITIES).map((c) => c.maxImages)) + 1;
-
-export interface UploadedFile {
-  field: string;
-  originalName: string;
-  size: number;
-  /** the bytes, when the upload was small enough to stay in memory */
-  buffer?: Buffer;
-  /** the temporary file otherwise */
-  path?: string;
-}
 
 export interface UploadOptions {
   budget?: MemoryBudget;
@@ -68,8 +61,6 @@ export function releaseUploads(req: Request): void {
   req.files = [];
   releasers.get(req)?.();
 }
-
-export const isImageField = (name: string) => name === 'image' || name === 'image[]' || /^image\[\d+\]$/.test(name);
 
 export function uploadedFiles(req: Request): UploadedFile[] {
   const files = (req.files ?? []) as Express.Multer.File[];

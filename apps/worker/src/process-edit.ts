@@ -1,11 +1,12 @@
 import { editCost, type JobError, type ProviderSettings } from '@image-edits/core';
 import { emitJobEvent, getJob, markFailed, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, type Db, type WebhookEnqueuer } from '@image-edits/db';
 import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
-import { backoffDelay, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent } from '@image-edits/queue';
+import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
+import { onJobFinished } from './batches/deps';
 
 export interface WorkerDeps {
   db: Db;
@@ -21,6 +22,8 @@ export interface WorkerDeps {
   hub: JobEventHub;
   /** webhook deliveries of job events */
   webhookQueue: WebhookEnqueuer;
+  /** a batch child that was its batch's last request has the batch's files written (finalize step) */
+  batchQueue: Pick<BatchQueue, 'enqueue'>;
   logger: Logger;
 }
 
@@ -101,10 +104,11 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
       outputs,
       usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens, size: p.size, quality: p.quality, costUsd },
     });
-    log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: won }, 'edit finished');
+    log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: !!won }, 'edit finished');
     if (won) {
       await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'succeeded' });
       await emitWebhooks(deps, jobId, 'job.succeeded');
+      await onJobFinished(deps, won);
     } else if ((await getJob(deps.db, jobId))?.status === 'canceled') {
       // canceled between the provider's answer and the commit: nothing of it may stay
       await deps.store.deletePrefix(outputPrefix(jobId));
@@ -148,9 +152,11 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
 }
 
 async function fail(deps: WorkerDeps, jobId: string, error: JobError): Promise<void> {
-  if (await markFailed(deps.db, jobId, error)) {
+  const finished = await markFailed(deps.db, jobId, error);
+  if (finished) {
     await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'failed' });
     await emitWebhooks(deps, jobId, 'job.failed');
+    await onJobFinished(deps, finished);
   }
 }
 

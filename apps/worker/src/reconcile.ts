@@ -1,16 +1,18 @@
 import { emitJobEvent, expireOverdue, findStaleUnfinished, findUnannouncedFinalJobs, markFailed, purgeExpiredIdempotencyKeys, touchJob, type Db } from '@image-edits/db';
-import { type EditQueue, publishJobEvent, type WebhookQueue } from '@image-edits/queue';
+import { type BatchQueue, type EditQueue, publishJobEvent, type WebhookQueue } from '@image-edits/queue';
 import type { WebhookEvent } from '@image-edits/core';
 import type { Redis } from 'ioredis';
 import { type Periodic, runEvery } from './periodic';
 import type { Logger } from 'pino';
 import type { ObjectStore } from '@image-edits/storage';
+import { expireDueBatches, onJobFinished, reconcileBatches } from './batches';
 import { purgeExpiredFiles } from './purge-files';
 
 interface ReconcileDeps {
   db: Db;
   queue: EditQueue;
   webhookQueue: Pick<WebhookQueue, 'enqueue'>;
+  batchQueue: Pick<BatchQueue, 'enqueue' | 'requeueIfMissing'>;
   logger: Logger;
 }
 
@@ -24,17 +26,18 @@ export async function reconcileOnce(deps: ReconcileDeps, graceMs: number, batch 
   let requeued = 0;
   for (const job of stale) {
     // the payload carries what fairness needs (a batch child must also say `batch: true`)
-    const outcome = await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex, apiKeyId: job.apiKeyId });
+    const outcome = await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex, apiKeyId: job.apiKeyId, ...(job.batchId ? { batch: true } : {}) });
     if (outcome === 'present') continue;
     if (outcome === 'failed') {
       // a poison job: it took its worker down every time it ran; feeding it to the next one would loop forever
-      await markFailed(deps.db, job.id, {
+      const finished = await markFailed(deps.db, job.id, {
         message: 'The edit stopped the worker running it several times (a crash or running out of memory) and was given up; it may be submitted again',
         type: 'server_error',
         code: 'worker_crashed',
         status: 500,
       });
       await emitJobEvent(deps, job.id, 'job.failed');
+      await onJobFinished(deps, finished);
       deps.logger.error({ jobId: job.id, provider: job.provider }, 'job failed in the queue after repeated worker crashes; marked failed');
       continue;
     }
@@ -62,6 +65,7 @@ export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore,
     async () => {
       await reconcileOnce(deps, graceMs);
       await announceMissedEvents(deps);
+      await reconcileBatches(deps, graceMs);
       await purgeExpiredIdempotencyKeys(deps.db);
       await purgeExpiredFiles(deps);
     },
@@ -74,14 +78,20 @@ export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore,
  * Jobs that waited past their `Cancel-After` deadline without starting become expired (never run,
  * never billed) and leave their queue. Every worker sweeps; the conditional update expires each once.
  */
-export function startDeadlineSweeper(deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; webhookQueue: Pick<WebhookQueue, 'enqueue'>; logger: Logger }, intervalMs: number): Periodic {
+export function startDeadlineSweeper(
+  deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; webhookQueue: Pick<WebhookQueue, 'enqueue'>; batchQueue: Pick<BatchQueue, 'enqueue'>; logger: Logger },
+  intervalMs: number,
+): Periodic {
   const sweep = async () => {
     for (const job of await expireOverdue(deps.db)) {
       await publishJobEvent(deps.redis, deps.prefix, { jobId: job.id, status: 'expired' });
       await emitJobEvent(deps, job.id, 'job.expired');
       await deps.queue.remove(job.provider, { jobId: job.id, target: job.targetIndex }).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'expired job not taken off its queue; a worker will skip it'));
+      await onJobFinished(deps, job);
       deps.logger.info({ jobId: job.id }, 'job expired before it started');
     }
+    // batches past their completion window wind down the same way
+    await expireDueBatches(deps);
   };
   return runEvery(intervalMs, sweep, deps.logger, 'deadline sweep');
 }

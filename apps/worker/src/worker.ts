@@ -1,13 +1,20 @@
-import { configuredProviders, type ProviderId, type ServiceConfig } from '@image-edits/core';
+import { mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildModelRoutes, configuredProviders, type ProviderId, type ServiceConfig } from '@image-edits/core';
 import { createDb } from '@image-edits/db';
 import { buildProviders } from '@image-edits/providers';
-import { createEditQueue, createEditWorker, createJobEventHub, createRedis, createWebhookQueue } from '@image-edits/queue';
+import { createBatchQueue, createEditQueue, createEditWorker, createJobEventHub, createRedis, createWebhookQueue } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
 import pino, { type Logger } from 'pino';
+import { startBatchWorker } from './batches';
 import { keyConcurrencyLimits } from './key-limits';
 import { processEdit } from './process-edit';
 import { startDeadlineSweeper, startReconciler } from './reconcile';
 import { startWebhookDelivery } from './webhooks';
+
+/** Batch steps one worker process runs at once. */
+const BATCH_STEP_CONCURRENCY = 2;
 
 export interface RunningWorker {
   logger: Logger;
@@ -21,16 +28,18 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   const providers = buildProviders(config);
   const settings = (provider: string) => config.registry.providers[provider as ProviderId];
   const totalConcurrency = [...providers.keys()].reduce((n, p) => n + settings(p).concurrency, 0);
-  const db = createDb(env.DATABASE_URL, { poolSize: Math.max(4, Math.min(env.DATABASE_POOL_SIZE, totalConcurrency + 2)) });
+  // batch steps (BATCH_STEP_CONCURRENCY of them, each a transaction at a time) get their own few connections
+  const db = createDb(env.DATABASE_URL, { poolSize: Math.max(4, Math.min(env.DATABASE_POOL_SIZE, totalConcurrency + 2) + BATCH_STEP_CONCURRENCY) });
   const store = createObjectStore(config.s3);
   await store.ensureBucket();
   const redis = createRedis(env.REDIS_URL);
   const queueCfg = { redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX };
   const queue = createEditQueue(queueCfg, redis, (provider) => settings(provider));
   const webhookQueue = createWebhookQueue(queueCfg, redis, env.WEBHOOK_RETRY_DELAYS_MS);
+  const batchQueue = createBatchQueue(queueCfg, redis);
   // one subscription per process: cancels reach the job running here
   const hub = await createJobEventHub(createRedis(env.REDIS_URL), env.QUEUE_PREFIX);
-  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, webhookQueue, logger };
+  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, webhookQueue, batchQueue, logger };
   // one BullMQ worker per configured provider: a slow or throttled provider holds only its own slots
   const workerRedis = createRedis(env.REDIS_URL);
   // per-key caps, shared by every worker of a provider through Redis (packages/queue/src/fairness.ts)
@@ -48,9 +57,18 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
     return worker;
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
-  const reconciler = startReconciler({ db, queue, webhookQueue, store, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
+  const reconciler = startReconciler({ db, queue, webhookQueue, batchQueue, store, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
   const webhooks = await startWebhookDelivery(config, { db, store, webhookQueue, connection: workerRedis, logger });
-  const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, webhookQueue, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
+  const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, webhookQueue, batchQueue, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
+  // batch steps: fan-out (validate, then one job per line), stop (cancel, expiry), finalize (the result files)
+  const uploadDir = env.UPLOAD_DIR ?? path.join(os.tmpdir(), 'image-edits-uploads');
+  mkdirSync(uploadDir, { recursive: true });
+  const batches = await startBatchWorker(
+    queueCfg,
+    workerRedis,
+    { config, db, store, queue, batchQueue, webhookQueue, routes: buildModelRoutes(config), uploadDir, logger: logger.child({ component: 'batches' }) },
+    { concurrency: BATCH_STEP_CONCURRENCY, lockDurationMs: env.WORKER_LOCK_DURATION_MS, stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS },
+  );
   logger.info({ providers: Object.fromEntries([...providers.keys()].map((p) => [p, settings(p).concurrency])) }, 'worker ready');
 
   return {
@@ -58,11 +76,13 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
     async close() {
       await reconciler.stop();
       await sweeper.stop();
+      await batches.close(); // a fan-out stops at its next chunk; another worker resumes it
       await Promise.all(workers.map((w) => w.close())); // each waits for its in-flight jobs
       await webhooks.close(); // after the edit workers: their last events still go out
       await hub.close();
       await queue.close();
       await webhookQueue.close();
+      await batchQueue.close();
       // BullMQ closes only the connections it created itself
       workerRedis.disconnect();
       redis.disconnect();

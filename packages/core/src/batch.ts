@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { invalidRequest } from './errors';
 import { parseMetadata } from './edit-request';
+import { FAMILY_CAPABILITIES } from './models';
 
 /** OpenAI Batch API statuses, in their order of life. */
 export const BATCH_STATUSES = ['validating', 'failed', 'in_progress', 'finalizing', 'completed', 'expired', 'cancelling', 'cancelled'] as const;
@@ -71,4 +73,107 @@ export function parseBatchLine(text: string, line: number, seen: Set<string>): B
   if (o.url !== BATCH_ENDPOINT) return fail('invalid_url', `line ${line}: url must be '${BATCH_ENDPOINT}'; got '${String(o.url)}'`, 'url');
   if (typeof o.body !== 'object' || o.body === null || Array.isArray(o.body)) return fail('invalid_value', `line ${line}: body must be a JSON object`, 'body');
   return { ok: true, customId: o.custom_id, body: o.body as Record<string, unknown> };
+}
+
+/** OpenAI's limits of one batch: requests per input file, and the file's size. */
+export const BATCH_MAX_REQUESTS = 50_000;
+export const BATCH_MAX_FILE_BYTES = 200 * 1024 * 1024;
+/** A line holds at most what the JSON form of an edit may: one image at the largest size any model takes, in base64, and the fields. */
+export const BATCH_MAX_LINE_BYTES = Math.ceil((Math.max(...Object.values(FAMILY_CAPABILITIES).map((c) => c.maxImageBytes)) * 4) / 3) + 1024 * 1024;
+/** A failed validation lists this many line errors, then one saying how many there were. */
+export const BATCH_MAX_LISTED_ERRORS = 100;
+
+/** `errors` of the batch object. */
+export interface BatchErrors {
+  object: 'list';
+  data: { code: string; message: string; param: string | null; line: number | null }[];
+}
+
+/** The structural errors of a file as the batch shows them: the first BATCH_MAX_LISTED_ERRORS, then their count. */
+export function batchErrorList(first: BatchLineError[], count: number): BatchErrors {
+  const data: BatchErrors['data'] = first.slice(0, BATCH_MAX_LISTED_ERRORS).map((e) => ({ code: e.code, message: e.message, param: e.param, line: e.line }));
+  if (count > data.length) data.push({ code: 'too_many_errors', message: `the input file has ${count} invalid lines; the first ${data.length} are listed`, param: null, line: null });
+  return { object: 'list', data };
+}
+
+/** Once final, a batch moves no more. */
+export const FINAL_BATCH_STATUSES: readonly BatchStatus[] = ['failed', 'completed', 'expired', 'cancelled'];
+export const isFinalBatch = (s: BatchStatus) => FINAL_BATCH_STATUSES.includes(s);
+
+const ALPHABET36 = '0123456789abcdefghijklmnopqrstuvwxyz';
+function digest36(text: string, length: number): string {
+  let out = '';
+  for (const b of createHash('sha256').update(text).digest().subarray(0, length)) out += ALPHABET36[b % 36];
+  return out;
+}
+const time36 = (d: Date) => d.getTime().toString(36).padStart(10, '0');
+
+/**
+ * The job id of a batch line: the same for the same (batch, line), so a fan-out that resumes after a
+ * crash writes the same rows and S3 keys again rather than a second set. The batch's creation time
+ * comes first (as in `newId`) and then the line, so a batch's children sort by line.
+ */
+export function batchChildJobId(batchId: string, batchCreatedAt: Date, line: number): string {
+  return `job_${time36(batchCreatedAt)}${line.toString(36).padStart(5, '0')}${digest36(batchId, 11)}`;
+}
+
+/** `id` of a line of the output or error file: stable, so a rewritten file says the same. */
+export const batchRequestId = (batchId: string, line: number) => `batch_req_${digest36(`${batchId}:${line}`, 24)}`;
+
+/** The ids of a batch's output and error files: fixed once its requests are all final (`settledAt`), so a retried finalization writes the same files. */
+export function batchResultFileId(batchId: string, settledAt: Date, kind: 'output' | 'error'): string {
+  return `file-${time36(settledAt)}${digest36(`${batchId}:${kind}`, 16)}`;
+}
+
+/** A batch as stored, as the views need it (the db's BatchRecord fits). */
+export interface BatchView {
+  id: string;
+  status: BatchStatus;
+  endpoint: string;
+  inputFileId: string;
+  completionWindow: string;
+  errors: BatchErrors | null;
+  outputFileId: string | null;
+  errorFileId: string | null;
+  total: number;
+  completed: number;
+  failed: number;
+  metadata: Record<string, string>;
+  createdAt: Date;
+  inProgressAt: Date | null;
+  expiresAt: Date;
+  finalizingAt: Date | null;
+  completedAt: Date | null;
+  failedAt: Date | null;
+  expiredAt: Date | null;
+  cancellingAt: Date | null;
+  cancelledAt: Date | null;
+}
+
+/** The batch object, exactly OpenAI's shape; rendered the same by the API and in webhook payloads. */
+export function batchObject(b: BatchView): Record<string, unknown> {
+  const seconds = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
+  return {
+    id: b.id,
+    object: 'batch',
+    endpoint: b.endpoint,
+    errors: b.errors,
+    input_file_id: b.inputFileId,
+    completion_window: b.completionWindow,
+    status: b.status,
+    output_file_id: b.outputFileId,
+    error_file_id: b.errorFileId,
+    created_at: seconds(b.createdAt),
+    in_progress_at: seconds(b.inProgressAt),
+    expires_at: seconds(b.expiresAt),
+    finalizing_at: seconds(b.finalizingAt),
+    completed_at: seconds(b.completedAt),
+    failed_at: seconds(b.failedAt),
+    // set when the window ran out; shown once the batch is over
+    expired_at: b.status === 'expired' ? seconds(b.expiredAt) : null,
+    cancelling_at: seconds(b.cancellingAt),
+    cancelled_at: seconds(b.cancelledAt),
+    request_counts: { total: b.total, completed: b.completed, failed: b.failed },
+    metadata: Object.keys(b.metadata).length ? b.metadata : null,
+  };
 }

@@ -190,14 +190,20 @@ export function noTransparencyError(): ServiceError {
   return invalidRequest('image must have transparent pixels (alpha = 0) to mark where to edit, or send a mask', 'image', 'missing_transparency');
 }
 
-export const WEBHOOK_EVENTS = ['job.started', 'job.succeeded', 'job.failed', 'job.canceled', 'job.expired'] as const;
+/** Events of one job: what a submission's webhook_events_filter may name. */
+export const JOB_WEBHOOK_EVENTS = ['job.started', 'job.succeeded', 'job.failed', 'job.canceled', 'job.expired'] as const;
+/** Events of one batch (POST /v1/batches): the batch object as `data`; sent to the key's endpoints. */
+export const BATCH_WEBHOOK_EVENTS = ['batch.completed', 'batch.failed', 'batch.cancelled', 'batch.expired'] as const;
+export const WEBHOOK_EVENTS = [...JOB_WEBHOOK_EVENTS, ...BATCH_WEBHOOK_EVENTS] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
+export type JobWebhookEvent = (typeof JOB_WEBHOOK_EVENTS)[number];
+export type BatchWebhookEvent = (typeof BATCH_WEBHOOK_EVENTS)[number];
 
 /** What a submission asks of the job API: metadata, a webhook, a deadline. */
 export interface JobOptions {
   metadata: Record<string, string>;
   webhookUrl?: string;
-  webhookEvents: WebhookEvent[];
+  webhookEvents: JobWebhookEvent[];
   /** ms from submission: a job not started by then expires */
   cancelAfterMs?: number;
 }
@@ -255,12 +261,12 @@ export function parseJobOptions(f: EditFields, cancelAfterHeader?: string): JobO
   if (f.webhook_events_filter !== undefined) {
     const list = (Array.isArray(f.webhook_events_filter) ? f.webhook_events_filter : f.webhook_events_filter.split(',')).map((e) => e.trim()).filter(Boolean);
     for (const e of list) {
-      if (!(WEBHOOK_EVENTS as readonly string[]).includes(e)) {
-        throw invalidRequest(`webhook_events_filter: unknown event '${e}'; known: ${WEBHOOK_EVENTS.join(', ')}`, 'webhook_events_filter', 'invalid_value');
+      if (!(JOB_WEBHOOK_EVENTS as readonly string[]).includes(e)) {
+        throw invalidRequest(`webhook_events_filter: unknown event '${e}'; known: ${JOB_WEBHOOK_EVENTS.join(', ')}`, 'webhook_events_filter', 'invalid_value');
       }
     }
     if (!options.webhookUrl) throw invalidRequest('webhook_events_filter needs a webhook_url', 'webhook_events_filter', 'invalid_value');
-    options.webhookEvents = [...new Set(list)] as WebhookEvent[];
+    options.webhookEvents = [...new Set(list)] as JobWebhookEvent[];
   }
   const cancelAfter = cancelAfterHeader ?? f.cancel_after;
   if (cancelAfter) options.cancelAfterMs = parseDuration(cancelAfter, cancelAfterHeader ? 'Cancel-After' : 'cancel_after');

@@ -18,8 +18,8 @@ export function newWebhookSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`;
 }
 
-/** The events a job ends with: what an empty filter means. `job.started` is sent only when asked for. */
-export const FINAL_WEBHOOK_EVENTS: readonly WebhookEvent[] = ['job.succeeded', 'job.failed', 'job.canceled', 'job.expired'];
+/** The events a job or a batch ends with: what an empty filter means. `job.started` is sent only when asked for. */
+export const FINAL_WEBHOOK_EVENTS: readonly WebhookEvent[] = ['job.succeeded', 'job.failed', 'job.canceled', 'job.expired', 'batch.completed', 'batch.failed', 'batch.cancelled', 'batch.expired'];
 
 export function wantsEvent(filter: readonly string[], type: WebhookEvent): boolean {
   return filter.length === 0 ? FINAL_WEBHOOK_EVENTS.includes(type) : filter.includes(type);

@@ -74,6 +74,21 @@ export async function getFileForKey(db: Db, id: string, apiKeyId: string, now = 
   return row ? toRecord(row) : null;
 }
 
+/** Several of a key's live files at once (a batch chunk's file_ids): one query. */
+export async function getFilesForKey(db: Db, ids: string[], apiKeyId: string, now = new Date()): Promise<FileRecord[]> {
+  if (ids.length === 0) return [];
+  const rows = await db.file.findMany({ where: { id: { in: ids }, apiKeyId, ...live(now) } });
+  return rows.map(toRecord);
+}
+
+/** Records a file the service wrote (a batch's output), unless a row with its id exists: writing it again is harmless. */
+export async function insertFileIfMissing(db: Db, file: NewFile): Promise<void> {
+  await db.file.createMany({
+    data: [{ id: file.id, apiKeyId: file.apiKeyId, filename: file.filename, purpose: file.purpose, bytes: BigInt(file.bytes), contentType: file.contentType, expiresAt: file.expiresAt ?? null }],
+    skipDuplicates: true,
+  });
+}
+
 export interface FileListQuery {
   limit: number;
   /** a file id: the page starts after it in the chosen order (ids sort by creation time) */

@@ -5,4 +5,5 @@ export * from './jobs';
 export * from './idempotency';
 export * from './webhooks';
 export * from './files';
+export * from './batches';
 export * from './defaults';

@@ -1,6 +1,7 @@
 import { type EditParams, type JobError, type JobInputs, type JobStatus, type JobTarget, movableFrom, newId, type StoredImage } from '@image-edits/core';
 import type { Db } from './client';
-import type { Prisma } from './generated/prisma/client';
+import { Prisma } from './generated/prisma/client';
+import { bumpBatch, type Finished, finishedFrom } from './batches';
 
 /** A job row with its JSON columns typed. */
 export interface JobRecord {
@@ -22,6 +23,10 @@ export interface JobRecord {
   webhookEvents: string[];
   deadlineAt: Date | null;
   cancelRequestedAt: Date | null;
+  /** a batch child: its batch, custom_id and input line */
+  batchId: string | null;
+  customId: string | null;
+  batchLine: number | null;
   attempts: number;
   createdAt: Date;
   startedAt: Date | null;
@@ -50,6 +55,9 @@ function toRecord(row: Row): JobRecord {
     webhookEvents: row.webhookEvents,
     deadlineAt: row.deadlineAt,
     cancelRequestedAt: row.cancelRequestedAt,
+    batchId: row.batchId,
+    customId: row.customId,
+    batchLine: row.batchLine,
     attempts: row.attempts,
     createdAt: row.createdAt,
     startedAt: row.startedAt,
@@ -57,6 +65,9 @@ function toRecord(row: Row): JobRecord {
     usage: row.usage ? { images: row.usage.images, inputTokens: row.usage.inputTokens, outputTokens: row.usage.outputTokens, costUsd: Number(row.usage.costUsd) } : null,
   };
 }
+
+/** A row as Prisma reads it (with its usage), typed. */
+export const toJobRecord = (row: Row): JobRecord => toRecord(row);
 
 const json = (v: unknown) => v as Prisma.InputJsonValue;
 
@@ -73,14 +84,42 @@ export interface NewJob {
   webhookUrl?: string;
   webhookEvents?: string[];
   deadlineAt?: Date;
+  /** a batch child (see batches.ts) */
+  batch?: { id: string; customId: string; line: number };
 }
 
 export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
   // One raw INSERT: Prisma's create spends several times its round trip in CPU, on the API's hottest
   // path. Timestamps come from this clock, as with Prisma's create (@default(now()), @updatedAt).
-  // A field added to JobRecord must be set here, and its column below.
-  const now = new Date();
-  const record: JobRecord = {
+  const record = newJobRecord(job, new Date());
+  await db.$executeRaw`INSERT INTO jobs ${JOB_COLUMNS} VALUES ${jobValues(record)}`;
+  return record;
+}
+
+/**
+ * Many jobs in one statement (a batch's fan-out, inside its transaction). A job whose id exists is
+ * skipped: a fan-out resumed after a crash may write the same (deterministic) ids again.
+ */
+export async function insertJobs(db: Pick<Db, '$executeRaw'>, jobs: NewJob[], now = new Date()): Promise<number> {
+  if (jobs.length === 0) return 0;
+  const values = Prisma.join(jobs.map((j) => jobValues(newJobRecord(j, now))));
+  return db.$executeRaw`INSERT INTO jobs ${JOB_COLUMNS} VALUES ${values} ON CONFLICT (id) DO NOTHING`;
+}
+
+// A field added to JobRecord must be set in newJobRecord, and its column in both of these.
+const JOB_COLUMNS = Prisma.sql`(id, api_key_id, status, model, provider, targets, target_index, params, inputs, metadata, end_user,
+  webhook_url, webhook_events, deadline_at, batch_id, custom_id, batch_line, attempts, created_at, updated_at)`;
+
+function jobValues(r: JobRecord): Prisma.Sql {
+  // typed: in a VALUES list of several rows Postgres would read an untyped parameter as text
+  return Prisma.sql`(${r.id}::text, ${r.apiKeyId}::text, 'queued'::"JobStatus", ${r.model}::text, ${r.provider}::text, ${JSON.stringify(r.targets)}::jsonb, 0,
+    ${JSON.stringify(r.params)}::jsonb, ${JSON.stringify(r.inputs)}::jsonb, ${JSON.stringify(r.metadata)}::jsonb, ${r.endUser}::text,
+    ${r.webhookUrl}::text, ${r.webhookEvents}::text[], ${r.deadlineAt}::timestamp(3), ${r.batchId}::text, ${r.customId}::text, ${r.batchLine}::int, 0,
+    ${r.createdAt}::timestamp(3), ${r.createdAt}::timestamp(3))`;
+}
+
+function newJobRecord(job: NewJob, now: Date): JobRecord {
+  return {
     id: job.id,
     apiKeyId: job.apiKeyId,
     status: 'queued',
@@ -98,20 +137,15 @@ export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
     webhookEvents: job.webhookEvents ?? [],
     deadlineAt: job.deadlineAt ?? null,
     cancelRequestedAt: null,
+    batchId: job.batch?.id ?? null,
+    customId: job.batch?.customId ?? null,
+    batchLine: job.batch?.line ?? null,
     attempts: 0,
     createdAt: now,
     startedAt: null,
     completedAt: null,
     usage: null,
   };
-  const r = record;
-  await db.$executeRaw`
-    INSERT INTO jobs (id, api_key_id, status, model, provider, targets, target_index, params, inputs, metadata, end_user,
-                      webhook_url, webhook_events, deadline_at, attempts, created_at, updated_at)
-    VALUES (${r.id}, ${r.apiKeyId}, 'queued', ${r.model}, ${r.provider}, ${JSON.stringify(r.targets)}::jsonb, 0,
-            ${JSON.stringify(r.params)}::jsonb, ${JSON.stringify(r.inputs)}::jsonb, ${JSON.stringify(r.metadata)}::jsonb, ${r.endUser},
-            ${r.webhookUrl}, ${r.webhookEvents}::text[], ${r.deadlineAt}, 0, ${now}, ${now})`;
-  return record;
 }
 
 export async function getJob(db: Db, id: string): Promise<JobRecord | null> {
@@ -132,11 +166,15 @@ export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promis
 export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<JobRecord | null> {
   // one statement, one round trip (this is on every job's critical path); a job past its deadline
   // never starts: the deadline sweep expires it. started_at is stamped by the first attempt only.
+  // A batch child of a batch being cancelled (or past its window) never starts either (one already
+  // running goes on): the batch's stop step cancels it.
   const now = new Date();
   const rows = await db.$queryRaw<RawJobRow[]>`
     UPDATE jobs SET status = 'in_progress', attempts = attempts + 1, started_at = COALESCE(started_at, ${now}), updated_at = ${now}
     WHERE id = ${id} AND target_index = ${targetIndex} AND status::text = ANY(${movableFrom('in_progress')}::text[])
       AND (deadline_at IS NULL OR deadline_at > ${now})
+      AND (batch_id IS NULL OR status = 'in_progress'
+           OR NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = jobs.batch_id AND (b.status = 'cancelling' OR b.expired_at IS NOT NULL)))
     RETURNING *`;
   return rows[0] ? fromRawRow(rows[0]) : null;
 }
@@ -160,6 +198,9 @@ interface RawJobRow {
   webhook_events: string[] | null;
   deadline_at: Date | null;
   cancel_requested_at: Date | null;
+  batch_id: string | null;
+  custom_id: string | null;
+  batch_line: number | null;
   attempts: number;
   created_at: Date;
   started_at: Date | null;
@@ -185,6 +226,9 @@ function fromRawRow(r: RawJobRow): JobRecord {
     webhookEvents: r.webhook_events ?? [],
     deadlineAt: r.deadline_at,
     cancelRequestedAt: r.cancel_requested_at,
+    batchId: r.batch_id,
+    customId: r.custom_id,
+    batchLine: r.batch_line,
     attempts: r.attempts,
     createdAt: r.created_at,
     startedAt: r.started_at,
@@ -201,27 +245,30 @@ export interface SuccessInput {
 }
 
 /**
- * in_progress → succeeded with its outputs and exactly one usage row, in one transaction. False when
- * the job was no longer in progress (canceled meanwhile, or another attempt already finished it).
+ * in_progress → succeeded with its outputs and exactly one usage row, in one statement; a batch child
+ * is counted on its batch in the same statement. Null when the job was no longer in progress
+ * (canceled meanwhile, or another attempt already finished it).
  */
-export async function markSucceeded(db: Db, id: string, input: SuccessInput): Promise<boolean> {
+export async function markSucceeded(db: Db, id: string, input: SuccessInput): Promise<Finished | null> {
   // one statement (atomic on its own): the row moves only if still in progress, and the usage row
   // is written only if it moved, so a job is billed once however many attempts race to finish it
   const now = new Date();
   const job = input.job;
   const u = input.usage;
-  const rows = await db.$queryRaw<{ job_id: string }[]>`
+  const rows = await db.$queryRaw<{ job_id: string; batch_id: string | null; settled: boolean | null }[]>`
     WITH moved AS (
       UPDATE jobs SET status = 'succeeded', outputs = ${JSON.stringify(input.outputs)}::jsonb, completed_at = ${now}, updated_at = ${now}
       WHERE id = ${id} AND status::text = ANY(${movableFrom('succeeded')}::text[])
-      RETURNING id
-    )
-    INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, size, quality, cost_usd, created_at)
-    SELECT ${newId('usage')}, moved.id, ${job.apiKeyId}, ${job.model}, ${job.provider}, ${u.images}, ${u.inputTokens ?? null}::int, ${u.outputTokens ?? null}::int,
-           ${u.size ?? null}::text, ${u.quality ?? null}::text, ${u.costUsd}::numeric, ${now}
-    FROM moved
-    RETURNING job_id`;
-  return rows.length > 0;
+      RETURNING id, batch_id
+    ), billed AS (
+      INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, size, quality, cost_usd, created_at)
+      SELECT ${newId('usage')}, moved.id, ${job.apiKeyId}, ${job.model}, ${job.provider}, ${u.images}, ${u.inputTokens ?? null}::int, ${u.outputTokens ?? null}::int,
+             ${u.size ?? null}::text, ${u.quality ?? null}::text, ${u.costUsd}::numeric, ${now}
+      FROM moved
+      RETURNING job_id
+    ), ${bumpBatch('completed', now)}
+    SELECT moved.id AS job_id, moved.batch_id, (SELECT settled FROM bumped) AS settled FROM moved`;
+  return finishedFrom(rows);
 }
 
 /**
@@ -237,13 +284,17 @@ export async function moveToNextTarget(db: Db, id: string, fromIndex: number, ne
   return res.count > 0;
 }
 
-export async function markFailed(db: Db, id: string, error: JobError): Promise<boolean> {
+/** → failed (a batch child is counted on its batch in the same statement); null when the job was already final. */
+export async function markFailed(db: Db, id: string, error: JobError): Promise<Finished | null> {
   const now = new Date();
-  const res = await db.job.updateMany({
-    where: { id, status: { in: movableFrom('failed') } },
-    data: { status: 'failed', error: json(error), completedAt: now, updatedAt: now },
-  });
-  return res.count > 0;
+  const rows = await db.$queryRaw<{ batch_id: string | null; settled: boolean | null }[]>`
+    WITH moved AS (
+      UPDATE jobs SET status = 'failed', error = ${JSON.stringify(error)}::jsonb, completed_at = ${now}, updated_at = ${now}
+      WHERE id = ${id} AND status::text = ANY(${movableFrom('failed')}::text[])
+      RETURNING id, batch_id
+    ), ${bumpBatch('failed', now)}
+    SELECT moved.batch_id, (SELECT settled FROM bumped) AS settled FROM moved`;
+  return finishedFrom(rows);
 }
 
 /** Records the latest retryable error without ending the job. */
@@ -252,10 +303,14 @@ export async function recordAttemptError(db: Db, id: string, error: JobError): P
 }
 
 /** Unfinished jobs not touched for a while: candidates for re-enqueueing when Redis lost them. */
-export async function findStaleUnfinished(db: Db, olderThan: Date, limit: number): Promise<{ id: string; apiKeyId: string; status: JobStatus; provider: string; targetIndex: number }[]> {
+export async function findStaleUnfinished(
+  db: Db,
+  olderThan: Date,
+  limit: number,
+): Promise<{ id: string; apiKeyId: string; status: JobStatus; provider: string; targetIndex: number; batchId: string | null }[]> {
   return db.job.findMany({
     where: { status: { in: ['queued', 'in_progress'] }, updatedAt: { lt: olderThan } },
-    select: { id: true, apiKeyId: true, status: true, provider: true, targetIndex: true },
+    select: { id: true, apiKeyId: true, status: true, provider: true, targetIndex: true, batchId: true },
     orderBy: { updatedAt: 'asc' },
     take: limit,
   });
@@ -267,29 +322,40 @@ export async function touchJob(db: Db, id: string): Promise<void> {
 
 /**
  * queued or in_progress → canceled. A running job is aborted by its worker (it hears the
- * `canceled` event) and its late result is discarded: markSucceeded no longer matches.
+ * `canceled` event) and its late result is discarded: markSucceeded no longer matches. A batch
+ * child counts as a failed request of its batch (it goes to the error file). Null when already final.
  */
-export async function markCanceled(db: Db, id: string): Promise<boolean> {
+export async function markCanceled(db: Db, id: string): Promise<Finished | null> {
   const now = new Date();
-  const res = await db.job.updateMany({
-    where: { id, status: { in: movableFrom('canceled') } },
-    data: { status: 'canceled', completedAt: now, cancelRequestedAt: now, updatedAt: now },
-  });
-  return res.count > 0;
+  const rows = await db.$queryRaw<{ batch_id: string | null; settled: boolean | null }[]>`
+    WITH moved AS (
+      UPDATE jobs SET status = 'canceled', completed_at = ${now}, cancel_requested_at = ${now}, updated_at = ${now}
+      WHERE id = ${id} AND status::text = ANY(${movableFrom('canceled')}::text[])
+      RETURNING id, batch_id
+    ), ${bumpBatch('failed', now)}
+    SELECT moved.batch_id, (SELECT settled FROM bumped) AS settled FROM moved`;
+  return finishedFrom(rows);
 }
 
-/** Queued jobs whose deadline passed become expired (never billed: they never ran). */
-export async function expireOverdue(db: Db, now = new Date(), limit = 500): Promise<{ id: string; provider: string; targetIndex: number }[]> {
+/** Queued jobs whose deadline passed become expired (never billed: they never ran); batch children count as failed requests. */
+export async function expireOverdue(db: Db, now = new Date(), limit = 500): Promise<({ id: string; provider: string; targetIndex: number } & Finished)[]> {
   const due = await db.job.findMany({
     where: { status: 'queued', deadlineAt: { lte: now } },
     select: { id: true, provider: true, targetIndex: true },
     orderBy: { deadlineAt: 'asc' },
     take: limit,
   });
-  const expired: typeof due = [];
+  const expired: ({ id: string; provider: string; targetIndex: number } & Finished)[] = [];
   for (const job of due) {
-    const res = await db.job.updateMany({ where: { id: job.id, status: 'queued' }, data: { status: 'expired', completedAt: now, updatedAt: now } });
-    if (res.count > 0) expired.push(job);
+    const rows = await db.$queryRaw<{ batch_id: string | null; settled: boolean | null }[]>`
+      WITH moved AS (
+        UPDATE jobs SET status = 'expired', completed_at = ${now}, updated_at = ${now}
+        WHERE id = ${job.id} AND status = 'queued'
+        RETURNING id, batch_id
+      ), ${bumpBatch('failed', now)}
+      SELECT moved.batch_id, (SELECT settled FROM bumped) AS settled FROM moved`;
+    const finished = finishedFrom(rows);
+    if (finished) expired.push({ ...job, ...finished });
   }
   return expired;
 }

@@ -1,4 +1,4 @@
-import { newId, newWebhookSecret, type WebhookEvent, wantsEvent } from '@image-edits/core';
+import { type BatchWebhookEvent, newId, newWebhookSecret, type WebhookEvent, wantsEvent } from '@image-edits/core';
 import type { Db } from './client';
 import type { WebhookAttempt, WebhookDelivery, WebhookEndpoint } from './generated/prisma/client';
 
@@ -151,7 +151,8 @@ export interface EmitDeps {
 /**
  * A job event for webhooks: one delivery per destination that wants it (the job's own webhook_url,
  * and each of the key's live endpoints whose filter has the event; an empty filter means the final
- * events), recorded, then queued. Idempotent: the unique (job, event, destination) means a second
+ * events), recorded, then queued. A batch child's events go to its own webhook_url only: the key's
+ * endpoints hear of the batch (emitBatchEvent), not of each of its thousands of requests. Idempotent: the unique (job, event, destination) means a second
  * call creates nothing, and the queue's job id is the delivery id, so nothing is sent twice.
  * A failed enqueue is logged, not thrown: the delivery row stands and the worker's sweep queues it.
  */
@@ -165,7 +166,7 @@ export async function emitJobEvent(deps: EmitDeps, jobId: string, type: WebhookE
     UNION ALL
     SELECT e.api_key_id, e.id AS endpoint_id, e.url, e.events
       FROM webhook_endpoints e JOIN jobs j ON j.api_key_id = e.api_key_id
-      WHERE j.id = ${jobId} AND e.deleted_at IS NULL AND e.disabled_at IS NULL`;
+      WHERE j.id = ${jobId} AND j.batch_id IS NULL AND e.deleted_at IS NULL AND e.disabled_at IS NULL`;
   const wanted = candidates.filter((c) => wantsEvent(c.events ?? [], type));
   if (wanted.length === 0) return;
   const apiKeyId = wanted[0]!.api_key_id;
@@ -175,13 +176,54 @@ export async function emitJobEvent(deps: EmitDeps, jobId: string, type: WebhookE
     skipDuplicates: true,
   });
   const pending = await db.webhookDelivery.findMany({ where: { jobId, eventType: type, status: 'pending' }, select: { id: true } });
+  await enqueueDeliveries(deps, pending, { jobId, event: type });
+}
+
+async function enqueueDeliveries(deps: EmitDeps, pending: { id: string }[], about: Record<string, string>): Promise<void> {
   for (const d of pending) {
     try {
       await deps.webhookQueue.enqueue({ deliveryId: d.id });
     } catch (err) {
-      deps.logger?.warn({ err, jobId, deliveryId: d.id, event: type }, 'webhook delivery not queued; the sweep will queue it');
+      deps.logger?.warn({ err, ...about, deliveryId: d.id }, 'webhook delivery not queued; the sweep will queue it');
     }
   }
+}
+
+/**
+ * A batch event (batch.completed, batch.failed, batch.cancelled, batch.expired) for the key's live
+ * endpoints that want it; `data` is the batch object. Idempotent as emitJobEvent is: the unique
+ * (batch, event, destination) makes a second call create nothing.
+ */
+export async function emitBatchEvent(deps: EmitDeps, batchId: string, type: BatchWebhookEvent): Promise<void> {
+  const { db } = deps;
+  const candidates = await db.$queryRaw<Array<{ api_key_id: string; endpoint_id: string; url: string; events: string[] | null }>>`
+    SELECT e.api_key_id, e.id AS endpoint_id, e.url, e.events
+      FROM webhook_endpoints e JOIN batches b ON b.api_key_id = e.api_key_id
+      WHERE b.id = ${batchId} AND e.deleted_at IS NULL AND e.disabled_at IS NULL`;
+  const wanted = candidates.filter((c) => wantsEvent(c.events ?? [], type));
+  if (wanted.length === 0) return;
+  await db.webhookDelivery.createMany({
+    data: wanted.map((c) => ({ id: newId('whd'), messageId: newId('msg'), apiKeyId: c.api_key_id, batchId, eventType: type, destination: c.endpoint_id, endpointId: c.endpoint_id, url: c.url })),
+    skipDuplicates: true,
+  });
+  const pending = await db.webhookDelivery.findMany({ where: { batchId, eventType: type, status: 'pending' }, select: { id: true } });
+  await enqueueDeliveries(deps, pending, { batchId, event: type });
+}
+
+/** The event a final batch status announces. */
+export const batchEventFor = (status: 'completed' | 'failed' | 'cancelled' | 'expired'): BatchWebhookEvent => `batch.${status}`;
+
+/** Final batches of the last `newerThanSeconds` (but not the last `olderThanSeconds`) whose key has endpoints but no delivery of their final event. */
+export async function findUnannouncedFinalBatches(db: Db, olderThanSeconds: number, newerThanSeconds: number, limit = 100): Promise<Array<{ id: string; status: 'completed' | 'failed' | 'cancelled' | 'expired' }>> {
+  return db.$queryRaw`
+    SELECT b.id, b.status::text AS status FROM batches b
+    WHERE b.status IN ('completed', 'failed', 'cancelled', 'expired')
+      AND b.updated_at >= (now() AT TIME ZONE 'UTC') - make_interval(secs => ${newerThanSeconds})
+      AND b.updated_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => ${olderThanSeconds})
+      AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = b.api_key_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.batch_id = b.id AND d.event_type = 'batch.' || b.status::text)
+    ORDER BY b.updated_at
+    LIMIT ${limit}`;
 }
 
 /**
@@ -197,7 +239,7 @@ export async function findUnannouncedFinalJobs(db: Db, olderThanSeconds: number,
       AND j.completed_at >= (now() AT TIME ZONE 'UTC') - make_interval(secs => ${newerThanSeconds})
       AND j.completed_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => ${olderThanSeconds})
       AND (j.webhook_url IS NOT NULL
-           OR EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = j.api_key_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL))
+           OR (j.batch_id IS NULL AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = j.api_key_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL)))
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = j.id AND d.event_type = 'job.' || j.status::text)
     ORDER BY j.completed_at
     LIMIT ${limit}`;

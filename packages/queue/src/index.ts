@@ -4,3 +4,4 @@ export * from './image-edits';
 export * from './fairness';
 export * from './job-events';
 export * from './webhooks';
+export * from './batches';

@@ -12,3 +12,5 @@ export const fileKey = (fileId: string) => `files/${fileId}`;
 
 export const CONTENT_TYPES: Record<string, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
 export const extensionFor = (format: string) => (format === 'jpeg' ? 'jpg' : format);
+/** A batch's one copy of a file its lines name by file_id, shared by its children (outside jobs/ and files/). */
+export const batchFileInputKey = (batchId: string, fileId: string) => `batches/${batchId}/files/${fileId}`;

@@ -6,10 +6,10 @@ import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { editResponse, jobObject, publicError } from '../presenters';
 import { idempotency, jsonDigest, multipartDigest, recordJob } from '../middleware/idempotency';
-import { jsonFormError, MAX_JSON_EDIT_BYTES, resolveJsonEdit, tempFiles } from '../json-edit';
+import { jsonFormError, resolveJsonEdit, submitEdit } from '@image-edits/edits';
+import { MAX_JSON_EDIT_BYTES, tempFiles } from '../json-edit';
 import { clientGone, MAX_WAIT_SECONDS } from './jobs';
 import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
-import { submitEdit } from '../use-cases/submit-edit';
 import { waitForJob } from '../use-cases/wait-for-job';
 
 /**

@@ -1,8 +1,9 @@
-import { jobObject, type LookupAll, type MediaSource } from '@image-edits/core';
+import { batchObject, jobObject, type LookupAll, type MediaSource } from '@image-edits/core';
 import {
   type Db,
   disableWebhookEndpoint,
   failWebhookDelivery,
+  getBatch,
   getJob,
   getOrCreateKeyWebhookSecret,
   getWebhookDelivery,
@@ -30,7 +31,7 @@ export interface WebhookDeliveryDeps {
 }
 
 /**
- * One attempt of one delivery: the job is rendered now (fresh presigned URLs, never base64), signed
+ * One attempt of one delivery: the job (or batch) is rendered now (fresh presigned URLs, never base64), signed
  * per Standard Webhooks with the endpoint's secret (or the key's default one for a per-submission
  * webhook_url) under the delivery's stable message id, sent, and the attempt recorded. A retryable
  * failure with attempts left throws RetryDelivery with the wait (schedule, Retry-After).
@@ -41,7 +42,7 @@ export async function deliverWebhook(deps: WebhookDeliveryDeps, ctx: WebhookJobC
   const delivery = await getWebhookDelivery(db, deliveryId);
   // finished meanwhile (or a stale duplicate of the queue entry): nothing to do
   if (delivery?.status !== 'pending') return;
-  const log = deps.logger.child({ deliveryId, jobId: delivery.jobId, event: delivery.eventType, attempt: ctx.attempt });
+  const log = deps.logger.child({ deliveryId, jobId: delivery.jobId, batchId: delivery.batchId, event: delivery.eventType, attempt: ctx.attempt });
 
   let secret: string;
   if (delivery.endpoint) {
@@ -52,14 +53,19 @@ export async function deliverWebhook(deps: WebhookDeliveryDeps, ctx: WebhookJobC
   } else {
     return failWebhookDelivery(db, deliveryId, 'the webhook endpoint was deleted');
   }
-  const job = await getJob(db, delivery.jobId);
-  if (!job) return failWebhookDelivery(db, deliveryId, 'the job no longer exists');
+  let data: Record<string, unknown>;
+  if (delivery.batchId) {
+    // a batch event: the batch object as it is now
+    const batch = await getBatch(db, delivery.batchId);
+    if (!batch) return failWebhookDelivery(db, deliveryId, 'the batch no longer exists');
+    data = batchObject(batch);
+  } else {
+    const job = delivery.jobId ? await getJob(db, delivery.jobId) : null;
+    if (!job) return failWebhookDelivery(db, deliveryId, 'the job no longer exists');
+    data = await jobObject(job, deps.store, deps.ttlSeconds, { urlsOnly: true });
+  }
 
-  const body = JSON.stringify({
-    type: delivery.eventType,
-    timestamp: delivery.createdAt.toISOString(),
-    data: await jobObject(job, deps.store, deps.ttlSeconds, { urlsOnly: true }),
-  });
+  const body = JSON.stringify({ type: delivery.eventType, timestamp: delivery.createdAt.toISOString(), data });
   const sentAt = new Date();
   const headers = {
     'content-type': 'application/json',

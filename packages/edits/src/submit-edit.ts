@@ -8,27 +8,29 @@ import {
   type ImageFacts,
   invalidRequest,
   type JobInputs,
+  type ModelRoute,
   needsTransparencyCheck,
   newId,
   noTransparencyError,
   parseEditFields,
   parseJobOptions,
   resolveModel,
+  type ServiceConfig,
   type StoredImage,
 } from '@image-edits/core';
-import { insertJob, type JobRecord } from '@image-edits/db';
-import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey, ObjectNotFoundError } from '@image-edits/storage';
-import type { ApiDeps } from '../deps';
-import { isImageField, type UploadedFile } from '../uploads';
+import { type Db, insertJob, type JobRecord, type NewJob } from '@image-edits/db';
+import type { EditQueue } from '@image-edits/queue';
+import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey, ObjectNotFoundError, type ObjectStore } from '@image-edits/storage';
+import { type EditInputFile, isImageField, type UploadedFile } from './inputs';
 
-/**
- * An input image: an upload (bytes or temporary file), or a file of POST /v1/files (`objectKey`,
- * with the facts sharp read at its upload), which is copied into the job by S3 and never read here
- * unless its pixels are needed (the transparency check).
- */
-export interface EditInputFile extends UploadedFile {
-  objectKey?: string;
-  facts?: Pick<ImageFacts, 'format' | 'width' | 'height' | 'hasAlpha'>;
+/** What accepting an edit touches; the API's and the worker's dependencies both fit. */
+export interface EditDeps {
+  config: ServiceConfig;
+  db: Db;
+  store: ObjectStore;
+  queue: Pick<EditQueue, 'enqueue'>;
+  routes: Map<string, ModelRoute>;
+  logger: { warn(obj: object, msg: string): void };
 }
 
 export interface SubmitEditInput {
@@ -40,10 +42,48 @@ export interface SubmitEditInput {
 }
 
 /**
+ * How stored files (`file_id`) become a job's inputs. Alone, each job gets its own S3 copy. A batch
+ * passes one that copies each file once for all its children and remembers what it read, so 50,000
+ * lines naming one file cost one copy.
+ */
+export interface StoredFileInputs {
+  /** the key the job reads the file from: `jobKey` once copied there, or a shared copy */
+  copy(fileKey: string, jobKey: string): Promise<string>;
+  /** whether the stored image has a fully transparent pixel (decoded at most once per file) */
+  hasTransparentPixel(fileKey: string, compute: () => Promise<boolean>): Promise<boolean>;
+}
+
+export interface PrepareEditInput extends SubmitEditInput {
+  /** the job's id (a batch line's is fixed by its line); a new one otherwise */
+  jobId?: string;
+  /** a deadline the job may not outlive whatever it asks for (a batch's completion window) */
+  deadlineAt?: Date;
+  /** the job is this batch line */
+  batch?: NewJob['batch'];
+}
+
+/**
  * Validates an edit on its real bytes, stores the inputs, records the job (`queued`) and enqueues
  * it. Nothing is stored or enqueued for a rejected request: every check runs before the first write.
  */
-export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 'routes' | 'config' | 'logger'>, input: SubmitEditInput): Promise<JobRecord> {
+export async function submitEdit(deps: EditDeps, input: SubmitEditInput): Promise<JobRecord> {
+  const job = await prepareEdit(deps, input);
+  const record = await insertJob(deps.db, job);
+  try {
+    await deps.queue.enqueue(job.provider, { jobId: job.id, apiKeyId: input.apiKeyId });
+  } catch (err) {
+    // The row is the source of truth: the worker's reconciler enqueues queued jobs Redis does not know.
+    deps.logger.warn({ err, jobId: job.id }, 'enqueue failed; the reconciler will enqueue the job');
+  }
+  return record;
+}
+
+/**
+ * The first half of accepting an edit: every check (on the real bytes), then the inputs stored
+ * under the job's id. Returns the row to insert; the caller records and enqueues it (submitEdit one
+ * at a time, a batch's fan-out many in one statement).
+ */
+export async function prepareEdit(deps: Pick<EditDeps, 'store' | 'routes' | 'config'> & { storedFiles?: StoredFileInputs }, input: PrepareEditInput): Promise<NewJob> {
   const fields = parseEditFields(input.fields);
   const route = resolveModel(deps.routes, fields.model ?? deps.config.env.DEFAULT_MODEL);
   const params = checkEditParams(route.id, route.capabilities, fields);
@@ -58,11 +98,11 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
   const images = await Promise.all(imageFiles.map((f) => readFacts(f)));
   const mask = maskFiles[0] ? await readFacts(maskFiles[0]) : undefined;
   checkImages(route.id, route.capabilities, images, mask, maxPixels);
-  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await hasTransparentPixel(deps, imageFiles[0]!, images[0]!, maxPixels))) {
+  if (needsTransparencyCheck(route.capabilities, mask !== undefined) && !(await transparent(deps, imageFiles[0]!, images[0]!, maxPixels))) {
     throw noTransparencyError();
   }
 
-  const jobId = newId('job');
+  const jobId = input.jobId ?? newId('job');
   // every input at once: the puts wait on S3, not on this process
   const [storedImages, storedMask] = await Promise.all([
     Promise.all(images.map((facts, i) => storeInput(deps, imageFiles[i]!, facts, inputImageKey(jobId, i, extensionFor(facts.format!))))),
@@ -71,7 +111,9 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
   const stored: JobInputs = { images: storedImages };
   if (storedMask) stored.mask = storedMask;
 
-  const job = await insertJob(deps.db, {
+  let deadlineAt = options.cancelAfterMs ? new Date(Date.now() + options.cancelAfterMs) : undefined;
+  if (input.deadlineAt && (!deadlineAt || input.deadlineAt < deadlineAt)) deadlineAt = input.deadlineAt;
+  return {
     id: jobId,
     apiKeyId: input.apiKeyId,
     model: route.id,
@@ -83,15 +125,9 @@ export async function submitEdit(deps: Pick<ApiDeps, 'db' | 'store' | 'queue' | 
     ...(params.user ? { endUser: params.user } : {}),
     metadata: options.metadata,
     ...(options.webhookUrl ? { webhookUrl: options.webhookUrl, webhookEvents: options.webhookEvents } : {}),
-    ...(options.cancelAfterMs ? { deadlineAt: new Date(Date.now() + options.cancelAfterMs) } : {}),
-  });
-  try {
-    await deps.queue.enqueue(route.targets[0]!.provider, { jobId, apiKeyId: input.apiKeyId });
-  } catch (err) {
-    // The row is the source of truth: the worker's reconciler enqueues queued jobs Redis does not know.
-    deps.logger.warn({ err, jobId }, 'enqueue failed; the reconciler will enqueue the job');
-  }
-  return job;
+    ...(deadlineAt ? { deadlineAt } : {}),
+    ...(input.batch ? { batch: input.batch } : {}),
+  };
 }
 
 /** `image[2]` sorts after `image[1]`; plain `image` / `image[]` parts keep the order they came in. */
@@ -112,26 +148,37 @@ async function readFacts(file: EditInputFile): Promise<ImageFacts> {
   }
 }
 
-/** Decodes the pixels (bounded by maxPixels, already checked on the header) only when there is an alpha channel. */
-async function hasTransparentPixel(deps: Pick<ApiDeps, 'store'>, file: EditInputFile, facts: ImageFacts, maxPixels: number): Promise<boolean> {
+type StoreDeps = { store: ObjectStore; storedFiles?: StoredFileInputs };
+
+async function transparent(deps: StoreDeps, file: EditInputFile, facts: ImageFacts, maxPixels: number): Promise<boolean> {
   if (!facts.hasAlpha) return false;
+  const stored = file.objectKey && !file.buffer && !file.path ? file.objectKey : undefined;
+  if (stored && deps.storedFiles) return deps.storedFiles.hasTransparentPixel(stored, () => hasTransparentPixel(deps, file, maxPixels));
+  return hasTransparentPixel(deps, file, maxPixels);
+}
+
+/** Decodes the pixels (bounded by maxPixels, already checked on the header) only when there is an alpha channel. */
+async function hasTransparentPixel(deps: StoreDeps, file: EditInputFile, maxPixels: number): Promise<boolean> {
   // a stored file is read only here, within the model's byte limit (checked already)
   const src = file.objectKey && !file.buffer && !file.path ? await readStored(deps, file.objectKey, file.field) : source(file);
   const stats = await sharp(src, { limitInputPixels: maxPixels }).stats();
   return (stats.channels[3]?.min ?? 255) === 0;
 }
 
-async function storeInput(deps: Pick<ApiDeps, 'store'>, file: EditInputFile, facts: ImageFacts, key: string): Promise<StoredImage> {
+async function storeInput(deps: StoreDeps, file: EditInputFile, facts: ImageFacts, key: string): Promise<StoredImage> {
   const format = facts.format as StoredImage['format'];
   if (file.objectKey) {
-    // the job gets its own copy: deleting the file later never breaks a queued job, deleting the job never touches the file
+    // the job gets its own copy (a batch: one shared by its children): deleting the file later never
+    // breaks a queued job, deleting the job never touches the file
+    let at = key;
     try {
-      await deps.store.copy(file.objectKey, key);
+      if (deps.storedFiles) at = await deps.storedFiles.copy(file.objectKey, key);
+      else await deps.store.copy(file.objectKey, key);
     } catch (err) {
       if (err instanceof ObjectNotFoundError) throw invalidRequest(`the file given as ${file.field} was deleted meanwhile`, file.field, 'file_not_found');
       throw err;
     }
-    return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
+    return { key: at, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
   }
   const src = source(file);
   // a stream either way: the SDK then signs UNSIGNED-PAYLOAD rather than hashing the bytes here (as for files)
@@ -139,7 +186,7 @@ async function storeInput(deps: Pick<ApiDeps, 'store'>, file: EditInputFile, fac
   return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
 }
 
-async function readStored(deps: Pick<ApiDeps, 'store'>, key: string, field: string): Promise<Buffer> {
+async function readStored(deps: StoreDeps, key: string, field: string): Promise<Buffer> {
   try {
     return await deps.store.getBuffer(key);
   } catch (err) {

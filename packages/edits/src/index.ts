@@ -1,0 +1,4 @@
+export * from './inputs';
+export * from './submit-edit';
+export * from './json-edit';
+export * from './fetch-image';
