@@ -3,7 +3,9 @@
  * and writes docs/benchmarks.md. Everything runs on 127.0.0.1: fresh test databases / BullMQ prefixes /
  * s3rver buckets (packages/testing's createTestEnv), the fake OpenAI upstream, and child processes for
  * the API, the worker and the baseline server. All loops are bounded; everything is torn down at the end,
- * on failure and on Ctrl-C.
+ * on failure and on Ctrl-C. Sections: 1. async submission, 2. sync overhead, 3. memory under large uploads,
+ * 4. batch submission and fan-out (50,000 lines at zero and 2 s upstream latency; `BENCH_ONLY=batches` runs
+ * it alone, without writing the report).
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdtempSync, openAsBlob, rmSync, writeFileSync } from 'node:fs';
@@ -593,6 +595,16 @@ function notesFor(r: BenchResults): string[] {
       (growth < m.fileBytes ? ` — less than one ${fmtMB(m.fileBytes)} file for all ${m.uploads} uploads together, so the uploads are streamed (to disk, then to S3), not held in memory.` : '.') +
       ' Most of the footprint is what the process holds once started and warm; both processes load TypeScript through tsx, whose module-loader thread is part of it, as with `npm run start:api`.',
   );
+  for (const b of r.batches) {
+    const at = b.latencyMs ? `${b.latencyMs / 1000} s` : 'zero';
+    notes.push(
+      `Batch, upstream at ${at} latency: ${b.lines.toLocaleString('en')} lines (${fmtMB(b.fileBytes)}) were validated in ${(b.validateMs / 1000).toFixed(1)} s and fanned out in ${(b.fanOutMs / 1000).toFixed(1)} s, ` +
+        `${b.jobsPerSecond.toFixed(0)} jobs accepted per second, while ${b.childrenSucceeded} children already ran to completion. ` +
+        `The live heap grew by ${fmtMB(b.api.heapPeak - b.api.heapBefore)} in the API and ${fmtMB(b.worker.heapPeak - b.worker.heapBefore)} in the worker ` +
+        `(goal < 64 MB each: ${batchHeapBounded(b) ? 'met' : 'missed'}): the file is read a line at a time and a chunk of 500 lines is the most held. ` +
+        `Cancelling it then took ${(b.cancel.ms / 1000).toFixed(1)} s to \`${b.cancel.status}\`: ${b.cancel.failed.toLocaleString('en')} queued children stopped and taken off their queue, and the output (${fmtMB(b.cancel.outputBytes)}) and error (${fmtMB(b.cancel.errorBytes)}) files written.`,
+    );
+  }
   notes.push('Bodies are built once and sent as the same bytes by every request, so the client spends no CPU on form encoding.');
   notes.push(
     'Child processes run with NODE_ENV=production and LOG_LEVEL=silent; DATABASE_POOL_SIZE=10 and WORKER_CONCURRENCY=8 (the service defaults, which the test harness lowers). ' +

@@ -88,7 +88,12 @@ function failure(batch: BatchRecord, r: FailedRequest): { response: unknown; err
     const code = batch.cancellingAt ? 'batch_cancelled' : 'request_cancelled';
     return { response: null, error: { code, message: batch.cancellingAt ? 'the batch was cancelled before this request finished' : `the request's job ${r.jobId} was canceled` } };
   }
-  if (r.status === 'expired') return { response: null, error: { code: 'batch_expired', message: 'the batch reached the end of its completion window before this request ran' } };
+  if (r.status === 'expired') {
+    // the batch's window ran out, or the line's own cancel_after did
+    return batch.expiredAt
+      ? { response: null, error: { code: 'batch_expired', message: 'the batch reached the end of its completion window before this request ran' } }
+      : { response: null, error: { code: 'request_expired', message: `the request's job ${r.jobId} was not started before its cancel_after deadline` } };
+  }
   const e = r.error ?? { message: 'the request failed', type: 'server_error', code: 'internal_error', status: 500 };
   if (r.status === 'rejected' && (e.code === 'batch_cancelled' || e.code === 'batch_expired')) return { response: null, error: { code: e.code, message: e.message } };
   const { status, ...visible } = e;

@@ -21,16 +21,15 @@ export async function runStop(deps: BatchDeps, batchId: string): Promise<void> {
     const page = await stopQueuedChildren(deps.db, batchId, status, STOP_PAGE);
     if (page.jobs.length === 0) break;
     stopped += page.jobs.length;
-    for (let i = 0; i < page.jobs.length; i += 50) {
-      await Promise.all(
-        page.jobs.slice(i, i + 50).map(async (job) => {
-          // harmless if it fails: a worker that picks the job up finds it final and skips it
-          await deps.queue.remove(job.provider, { jobId: job.id, target: job.targetIndex }).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'stopped child not taken off its queue'));
-          // a line's own webhook_url hears of its job (the key's endpoints hear of the batch)
-          if (job.hasWebhook) await emitJobEvent(deps, job.id, `job.${status}`).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'webhook event not recorded'));
-        }),
-      );
-    }
+    // the page at once: ioredis pipelines the removals
+    await Promise.all(
+      page.jobs.map(async (job) => {
+        // harmless if it fails: a worker that picks the job up finds it final and skips it
+        await deps.queue.remove(job.provider, { jobId: job.id, target: job.targetIndex }).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'stopped child not taken off its queue'));
+        // a line's own webhook_url hears of its job (the key's endpoints hear of the batch)
+        if (job.hasWebhook) await emitJobEvent(deps, job.id, `job.${status}`).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'webhook event not recorded'));
+      }),
+    );
     if (page.settled) await onJobFinished(deps, { batchId, batchSettled: true });
   }
   deps.logger.info({ batchId, stopped, as: status }, 'batch children that had not started are stopped');
