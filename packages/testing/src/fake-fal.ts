@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { makePng } from './fixtures';
+import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
 
 /**
  * A real HTTP server speaking fal.ai's documented queue wire format (docs.fal.ai, "Queue"), for
@@ -147,9 +148,8 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
   const jobs = new Map<string, Job>();
   const scripts: Script[] = [];
   const files = new Map<string, { data: Buffer; type: string }>();
-  const holds = new Set<Promise<void>>();
-  const releases = new Set<() => void>();
-  const waiters: { count: number; resolve: () => void }[] = [];
+  const holds = createHolds();
+  const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
 
   const send = (res: http.ServerResponse, r: FalFakeResponse): void => {
@@ -211,10 +211,7 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
       recorded.requestId = requestRoute[2];
     } else if (method === 'POST' && !url.pathname.includes('/requests/')) recorded.kind = 'submit';
     requests.push(recorded);
-    for (const w of waiters.splice(0)) {
-      if (requests.length >= w.count) w.resolve();
-      else waiters.push(w);
-    }
+    waiters.check();
 
     if (recorded.kind === 'file') {
       const file = files.get(url.pathname.slice('/files/'.length));
@@ -231,7 +228,7 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
     }
 
     if (recorded.kind === 'submit') {
-      await Promise.all(holds);
+      await holds.pass();
       const entry = scripts[0];
       if (entry && --entry.remaining <= 0) scripts.shift();
       const script = entry?.script ?? {};
@@ -310,10 +307,6 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  const releaseAll = (): void => {
-    for (const r of [...releases]) r();
-  };
-
   return {
     url: origin,
     requests,
@@ -321,35 +314,19 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
     respondWith(script, o = {}) {
       scripts.push({ script, remaining: o.times ?? 1 });
     },
-    hold() {
-      let release!: () => void;
-      const p = new Promise<void>((resolve) => {
-        release = () => {
-          holds.delete(p);
-          releases.delete(release);
-          resolve();
-        };
-      });
-      holds.add(p);
-      releases.add(release);
-      return release;
-    },
-    waitForRequests(count) {
-      if (requests.length >= count) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ count, resolve }));
-    },
+    hold: holds.hold,
+    waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
       submissions.length = 0;
       jobs.clear();
       scripts.length = 0;
       files.clear();
-      releaseAll();
+      holds.releaseAll();
     },
     async close() {
-      releaseAll();
-      server.closeAllConnections();
-      await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      holds.releaseAll();
+      await closeServer(server);
     },
   };
 }

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { makePng } from './fixtures';
+import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
 
 /**
  * A real HTTP server speaking the Gemini API's documented REST wire format for image generation
@@ -185,9 +186,8 @@ function recordParts(body: Record<string, unknown> | undefined): RecordedPart[] 
 export async function startFakeGemini(opts: { apiKey?: string } = {}): Promise<FakeGemini> {
   const requests: RecordedGeminiRequest[] = [];
   const scripts: { response: FakeGeminiResponse | FakeGeminiHandler; remaining: number }[] = [];
-  const holds = new Set<Promise<void>>();
-  const releases = new Set<() => void>();
-  const waiters: { count: number; resolve: () => void }[] = [];
+  const holds = createHolds();
+  const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
 
   const send = (res: http.ServerResponse, r: FakeGeminiResponse): void => {
@@ -267,10 +267,7 @@ export async function startFakeGemini(opts: { apiKey?: string } = {}): Promise<F
     if (match?.[1]) request.apiVersion = match[1];
     if (match?.[2]) request.model = decodeURIComponent(match[2]);
     requests.push(request);
-    for (const w of waiters.splice(0)) {
-      if (requests.length >= w.count) w.resolve();
-      else waiters.push(w);
-    }
+    waiters.check();
 
     if (req.method !== 'POST' || !match) {
       send(res, geminiError(404, `Method not found: ${req.method} ${url.pathname}`));
@@ -292,7 +289,7 @@ export async function startFakeGemini(opts: { apiKey?: string } = {}): Promise<F
       return;
     }
 
-    await Promise.all(holds);
+    await holds.pass();
 
     let response: FakeGeminiResponse | undefined;
     const script = scripts[0];
@@ -314,42 +311,22 @@ export async function startFakeGemini(opts: { apiKey?: string } = {}): Promise<F
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  const releaseAll = (): void => {
-    for (const r of [...releases]) r();
-  };
-
   return {
     url: origin,
     requests,
     respondWith(response, o = {}) {
       scripts.push({ response, remaining: o.times ?? 1 });
     },
-    hold() {
-      let release!: () => void;
-      const p = new Promise<void>((resolve) => {
-        release = () => {
-          holds.delete(p);
-          releases.delete(release);
-          resolve();
-        };
-      });
-      holds.add(p);
-      releases.add(release);
-      return release;
-    },
-    waitForRequests(count) {
-      if (requests.length >= count) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ count, resolve }));
-    },
+    hold: holds.hold,
+    waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
       scripts.length = 0;
-      releaseAll();
+      holds.releaseAll();
     },
     async close() {
-      releaseAll();
-      server.closeAllConnections();
-      await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      holds.releaseAll();
+      await closeServer(server);
     },
   };
 }

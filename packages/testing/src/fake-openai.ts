@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { makePng } from './fixtures';
+import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
 
 /**
  * A real HTTP server speaking OpenAI's (and Azure OpenAI's) documented wire format for image
@@ -157,9 +158,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
   const requests: RecordedRequest[] = [];
   const scripts: Script[] = [];
   const files = new Map<string, { data: Buffer; type: string }>();
-  const holds = new Set<Promise<void>>();
-  const releases = new Set<() => void>();
-  const waiters: { count: number; resolve: () => void }[] = [];
+  const holds = createHolds();
+  const waiters = createRequestWaiters(() => requests.length);
   const azure = { ...opts.azure };
   let origin = '';
 
@@ -220,10 +220,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     const request = await parseRequest(req, url);
     if (deploymentMatch?.[1]) request.deployment = decodeURIComponent(deploymentMatch[1]);
     requests.push(request);
-    for (const w of waiters.splice(0)) {
-      if (requests.length >= w.count) w.resolve();
-      else waiters.push(w);
-    }
+    waiters.check();
 
     if (req.method === 'GET' && url.pathname.startsWith('/files/')) {
       const file = files.get(url.pathname.slice('/files/'.length));
@@ -250,7 +247,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       return;
     }
 
-    await Promise.all(holds);
+    await holds.pass();
 
     let response: FakeResponse | undefined;
     const script = scripts[0];
@@ -274,10 +271,6 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  const releaseAll = (): void => {
-    for (const r of [...releases]) r();
-  };
-
   return {
     url: `${origin}/v1`,
     origin,
@@ -286,33 +279,17 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     respondWith(response, o = {}) {
       scripts.push({ response, remaining: o.times ?? 1 });
     },
-    hold() {
-      let release!: () => void;
-      const p = new Promise<void>((resolve) => {
-        release = () => {
-          holds.delete(p);
-          releases.delete(release);
-          resolve();
-        };
-      });
-      holds.add(p);
-      releases.add(release);
-      return release;
-    },
-    waitForRequests(count) {
-      if (requests.length >= count) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ count, resolve }));
-    },
+    hold: holds.hold,
+    waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
       scripts.length = 0;
       files.clear();
-      releaseAll();
+      holds.releaseAll();
     },
     async close() {
-      releaseAll();
-      server.closeAllConnections();
-      await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      holds.releaseAll();
+      await closeServer(server);
     },
   };
 }

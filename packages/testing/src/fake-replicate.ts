@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { makePng } from './fixtures';
+import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
 
 /**
  * A real HTTP server speaking Replicate's documented HTTP API (the part the image-edit adapter
@@ -180,9 +181,8 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
   const scripts: Script<ReplicateFakeResponse | ReplicateFakeHandler>[] = [];
   const plans: Script<PredictionPlan>[] = [];
   const files = new Map<string, { data: Buffer; type: string }>();
-  const holds = new Set<Promise<void>>();
-  const releases = new Set<() => void>();
-  const waiters: { count: number; resolve: () => void }[] = [];
+  const holds = createHolds();
+  const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
 
   const send = (res: http.ServerResponse, r: ReplicateFakeResponse): void => {
@@ -331,10 +331,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       }
     }
     requests.push(request);
-    for (const w of waiters.splice(0)) {
-      if (requests.length >= w.count) w.resolve();
-      else waiters.push(w);
-    }
+    waiters.check();
 
     if (request.method === 'GET' && url.pathname.startsWith('/files/')) {
       const file = files.get(url.pathname.slice('/files/'.length));
@@ -357,7 +354,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       return;
     }
 
-    await Promise.all(holds);
+    await holds.pass();
 
     const index = scripts.findIndex((s) => s.route === undefined || s.route === kind);
     const script = scripts[index];
@@ -410,10 +407,6 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  const releaseAll = (): void => {
-    for (const r of [...releases]) r();
-  };
-
   return {
     url: `${origin}/v1`,
     origin,
@@ -425,23 +418,8 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
     planPredictions(plan, o = {}) {
       plans.push({ value: plan, remaining: o.times ?? 1 });
     },
-    hold() {
-      let release!: () => void;
-      const p = new Promise<void>((resolve) => {
-        release = () => {
-          holds.delete(p);
-          releases.delete(release);
-          resolve();
-        };
-      });
-      holds.add(p);
-      releases.add(release);
-      return release;
-    },
-    waitForRequests(count) {
-      if (requests.length >= count) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ count, resolve }));
-    },
+    hold: holds.hold,
+    waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
       predictions.length = 0;
@@ -449,12 +427,11 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       scripts.length = 0;
       plans.length = 0;
       files.clear();
-      releaseAll();
+      holds.releaseAll();
     },
     async close() {
-      releaseAll();
-      server.closeAllConnections();
-      await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      holds.releaseAll();
+      await closeServer(server);
     },
   };
 }

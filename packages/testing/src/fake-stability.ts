@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import type { FakeResponse, RecordedRequest } from './fake-openai';
 import { makePng } from './fixtures';
+import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
 
 /**
  * A real HTTP server speaking Stability AI's documented wire format for the Stable Image edit
@@ -129,9 +130,8 @@ async function validate(request: RecordedRequest, operation: string): Promise<Fa
 export async function startFakeStability(opts: { apiKey?: string } = {}): Promise<FakeStability> {
   const requests: RecordedRequest[] = [];
   const scripts: Script[] = [];
-  const holds = new Set<Promise<void>>();
-  const releases = new Set<() => void>();
-  const waiters: { count: number; resolve: () => void }[] = [];
+  const holds = createHolds();
+  const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
 
   const send = (res: http.ServerResponse, r: FakeResponse): void => {
@@ -146,10 +146,7 @@ export async function startFakeStability(opts: { apiKey?: string } = {}): Promis
     const url = new URL(req.url ?? '/', origin);
     const request = await parseRequest(req, url);
     requests.push(request);
-    for (const w of waiters.splice(0)) {
-      if (requests.length >= w.count) w.resolve();
-      else waiters.push(w);
-    }
+    waiters.check();
 
     const operation = /^\/v2beta\/stable-image\/edit\/([^/]+)$/.exec(url.pathname)?.[1];
     if (req.method !== 'POST' || !operation || !OPERATIONS.has(operation)) {
@@ -172,7 +169,7 @@ export async function startFakeStability(opts: { apiKey?: string } = {}): Promis
       return;
     }
 
-    await Promise.all(holds);
+    await holds.pass();
 
     const format = field(request, 'output_format') ?? 'png';
     const seedField = Number(field(request, 'seed') ?? '0');
@@ -206,42 +203,22 @@ export async function startFakeStability(opts: { apiKey?: string } = {}): Promis
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  const releaseAll = (): void => {
-    for (const r of [...releases]) r();
-  };
-
   return {
     url: origin,
     requests,
     respondWith(response, o = {}) {
       scripts.push({ response, remaining: o.times ?? 1 });
     },
-    hold() {
-      let release!: () => void;
-      const p = new Promise<void>((resolve) => {
-        release = () => {
-          holds.delete(p);
-          releases.delete(release);
-          resolve();
-        };
-      });
-      holds.add(p);
-      releases.add(release);
-      return release;
-    },
-    waitForRequests(count) {
-      if (requests.length >= count) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ count, resolve }));
-    },
+    hold: holds.hold,
+    waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
       scripts.length = 0;
-      releaseAll();
+      holds.releaseAll();
     },
     async close() {
-      releaseAll();
-      server.closeAllConnections();
-      await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+      holds.releaseAll();
+      await closeServer(server);
     },
   };
 }
