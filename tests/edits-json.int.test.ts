@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import selfsigned from 'selfsigned';
 import sharp from 'sharp';
 import { makeMask, makeOpaque, makePng, startTestService, type TestService } from '@image-edits/testing';
 import { fileKey } from '@image-edits/storage';
@@ -19,6 +24,13 @@ let svc: TestService;
 let guarded: TestService;
 let images: http.Server;
 let imagesUrl: string;
+/** the same image host over TLS, its certificate trusted through IMAGE_URL_CA_FILE */
+let secureImages: https.Server;
+let secureUrl: string;
+/** another TLS host whose certificate nobody trusts */
+let untrusted: https.Server;
+let untrustedUrl: string;
+let certDir: string;
 const hits: string[] = [];
 
 const hole = { x: 96, y: 96, width: 64, height: 64 };
@@ -31,7 +43,7 @@ beforeAll(async () => {
   opaque = await makePng(256, 256);
   mask = await makeMask(256, 256, hole);
   // a fake image host on loopback: the private-egress allowance lets the service reach it over http
-  images = http.createServer((req, res) => {
+  const serveImages: http.RequestListener = (req, res) => {
     hits.push(req.url ?? '');
     const png = (body: Buffer) => res.writeHead(200, { 'content-type': 'image/png', 'content-length': body.length }).end(body);
     if (req.url === '/holed.png') return png(holed);
@@ -48,17 +60,37 @@ beforeAll(async () => {
     }
     if (req.url === '/slow') return; // never answers
     res.writeHead(404).end();
-  });
-  await new Promise<void>((r) => images.listen(0, '127.0.0.1', () => r()));
-  imagesUrl = `http://127.0.0.1:${(images.address() as AddressInfo).port}`;
-  svc = await startTestService({ IMAGE_URL_ALLOW_PRIVATE: 'true', IMAGE_URL_TIMEOUT_MS: '1500' });
+  };
+  const listen = async <S extends http.Server>(server: S, scheme: string): Promise<string> => {
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    return `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
+  images = http.createServer(serveImages);
+  imagesUrl = await listen(images, 'http');
+  const cert = () =>
+    selfsigned.generate([{ name: 'commonName', value: '127.0.0.1' }], {
+      keyType: 'ec',
+      algorithm: 'sha256',
+      extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }],
+    });
+  const [trusted, stranger] = await Promise.all([cert(), cert()]);
+  secureImages = https.createServer({ key: trusted.private, cert: trusted.cert }, serveImages);
+  secureUrl = await listen(secureImages, 'https');
+  untrusted = https.createServer({ key: stranger.private, cert: stranger.cert }, serveImages);
+  untrustedUrl = await listen(untrusted, 'https');
+  certDir = mkdtempSync(path.join(os.tmpdir(), 'image-host-ca-'));
+  writeFileSync(path.join(certDir, 'ca.pem'), trusted.cert);
+  svc = await startTestService({ IMAGE_URL_ALLOW_PRIVATE: 'true', IMAGE_URL_TIMEOUT_MS: '1500', IMAGE_URL_CA_FILE: path.join(certDir, 'ca.pem') });
   guarded = await startTestService({}, { worker: false });
 });
 afterAll(async () => {
   await svc?.stop();
   await guarded?.stop();
-  images?.closeAllConnections();
-  await new Promise((r) => images?.close(r));
+  for (const server of [images, secureImages, untrusted]) {
+    server?.closeAllConnections();
+    await new Promise((r) => server?.close(r));
+  }
+  rmSync(certDir, { recursive: true, force: true });
 });
 
 const edits = (s = svc) => `${s.url}/v1/images/edits`;
@@ -142,6 +174,25 @@ describe('the JSON form, each kind of image reference', () => {
     expect(masked.status).toBe(202);
     expect(await pollJob(svc.url, svc.apiKey, masked.body.id)).toMatchObject({ status: 'succeeded' });
     expect((await svc.db.job.findUniqueOrThrow({ where: { id: masked.body.id } })).inputs).toMatchObject({ mask: { key: `jobs/${masked.body.id}/input/mask.png` } });
+  });
+
+  it('image_url fetched over https from a host whose CA is trusted (IMAGE_URL_CA_FILE), image and mask', async () => {
+    const before = hits.length;
+    const res = await postJson(edits(), svc.apiKey, { prompt: 'fill', images: [{ image_url: `${secureUrl}/opaque.png` }], mask: { image_url: `${secureUrl}/mask.png` }, response_format: 'b64_json' });
+    expect(res.status).toBe(200);
+    expect(hits.slice(before).sort()).toEqual(['/mask.png', '/opaque.png']);
+    const row = await svc.db.job.findUniqueOrThrow({ where: { id: res.headers.get('x-job-id')! } });
+    expect(row.inputs).toMatchObject({ images: [{ format: 'png', width: 256, height: 256, filename: 'opaque.png', bytes: opaque.length }], mask: { bytes: mask.length } });
+    // the same edit as the bytes sent inline
+    const inline = await postJson(edits(), svc.apiKey, { prompt: 'fill', images: [{ image_url: dataUrl(opaque) }], mask: { image_url: dataUrl(mask) }, response_format: 'b64_json' });
+    expect(b64(res)).toEqual(b64(inline));
+  });
+
+  it('an https host with a certificate nobody trusts is refused as unreachable, naming the certificate', async () => {
+    const res = await postJson(edits(), svc.apiKey, { prompt: 'fill', images: [{ image_url: `${untrustedUrl}/opaque.png` }] }, { prefer: 'respond-async' });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatchObject({ param: 'images[0].image_url', code: 'image_url_unreachable' });
+    expect(res.body.error.message).toMatch(/certificate|SELF_SIGNED|CERT/i);
   });
 
   it('Prefer: wait=N and respond-async answer with the job object', async () => {

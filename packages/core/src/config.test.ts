@@ -14,6 +14,7 @@ describe('configuration', () => {
   it('names the variable that is wrong', () => {
     expect(() => parseConfig({ PORT: 'eighty' })).toThrow(/PORT/);
     expect(() => parseConfig({ AZURE_OPENAI_DEPLOYMENTS: 'gpt-image-1' })).toThrow(ConfigError);
+    expect(() => parseConfig({ IMAGE_URL_CA_FILE: '/nonexistent/ca.pem' })).toThrow(/IMAGE_URL_CA_FILE/);
   });
   it('routes OpenAI models with a key and Azure models per deployment, with provider/model ids', () => {
     const cfg = parseConfig({ OPENAI_API_KEY: 'sk-x', AZURE_OPENAI_ENDPOINT: 'https://r.openai.azure.com', AZURE_OPENAI_API_KEY: 'k', AZURE_OPENAI_DEPLOYMENTS: 'gpt-image-1=img1' });

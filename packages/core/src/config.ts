@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { buildRegistry, parseRegistryDocument, type Registry, RegistryError } from './registry';
@@ -40,6 +40,8 @@ export const envSchema = z.object({
   /** let image_url reach loopback/private/link-local addresses, and plain http (tests, trusted networks only) */
   IMAGE_URL_ALLOW_PRIVATE: bool.default(false),
   IMAGE_URL_TIMEOUT_MS: int(30_000, 100),
+  /** a PEM file of CAs trusted for image_url https fetches besides Node's own (private CAs) */
+  IMAGE_URL_CA_FILE: optionalString.refine((f) => f === undefined || existsSync(f), 'IMAGE_URL_CA_FILE names a file that does not exist'),
   OPENAI_API_KEY: optionalString,
   OPENAI_BASE_URL: optionalString,
   AZURE_OPENAI_ENDPOINT: optionalString,

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
+import tls from 'node:tls';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checkEgress, EgressError, type EgressTarget, type LookupAll, pinnedLookup } from '@image-edits/core';
@@ -36,6 +37,8 @@ export interface FetchImageOptions {
   maxRedirects?: number;
   /** DNS, injectable for tests */
   lookup?: LookupAll;
+  /** a PEM file of CAs trusted for https besides Node's own (image hosts behind a private CA) */
+  caFile?: string;
 }
 
 export interface FetchedImage {
@@ -62,7 +65,7 @@ export async function fetchImage(raw: string, opts: FetchImageOptions): Promise<
   try {
     for (let hop = 0; ; hop++) {
       const target = await checkTarget(url, opts);
-      const res = await get(target, signal);
+      const res = await get(target, signal, opts.caFile);
       const status = res.statusCode ?? 0;
       const location = res.headers.location;
       if (status >= 300 && status < 400 && location) {
@@ -109,10 +112,23 @@ async function checkTarget(url: string, opts: FetchImageOptions): Promise<Egress
   return target;
 }
 
-function get(target: EgressTarget, signal: AbortSignal): Promise<http.IncomingMessage> {
+const extraCas = new Map<string, string[]>();
+
+/** Node's CAs plus the file's, read once per file. */
+export function trustedCas(caFile: string): string[] {
+  let cas = extraCas.get(caFile);
+  if (!cas) {
+    cas = [...tls.rootCertificates, readFileSync(caFile, 'utf8')];
+    extraCas.set(caFile, cas);
+  }
+  return cas;
+}
+
+function get(target: EgressTarget, signal: AbortSignal, caFile?: string): Promise<http.IncomingMessage> {
   const transport = target.url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = transport.request(target.url, {
+      ...(caFile && target.url.protocol === 'https:' ? { ca: trustedCas(caFile) } : {}),
       method: 'GET',
       headers: { accept: 'image/png, image/jpeg, image/webp', 'user-agent': 'image-edits/1 (image_url fetch)' },
       lookup: pinnedLookup(target) as unknown as http.RequestOptions['lookup'],

@@ -97,7 +97,11 @@ async function resolveRef(ctx: ResolveContext, ref: ImageRef, param: string, fie
   if (/^data:/i.test(ref.imageUrl)) return { field, ...decodeDataUrl(ref.imageUrl, p, maxBytes) };
   try {
     const env = ctx.deps.config.env;
-    const fetched = await fetchImage(ref.imageUrl, { allowPrivate: env.IMAGE_URL_ALLOW_PRIVATE, maxBytes, timeoutMs: env.IMAGE_URL_TIMEOUT_MS, dir: ctx.deps.uploadDir, signal: ctx.signal });
+    const fetched = await fetchImage(ref.imageUrl, { allowPrivate: env.IMAGE_URL_ALLOW_PRIVATE, maxBytes, timeoutMs: env.IMAGE_URL_TIMEOUT_MS,
+      dir: ctx.deps.uploadDir,
+      signal: ctx.signal,
+      ...(env.IMAGE_URL_CA_FILE ? { caFile: env.IMAGE_URL_CA_FILE } : {}),
+    });
     ctx.temps.add(fetched.path);
     return { field, originalName: fetched.filename, size: fetched.bytes, path: fetched.path };
   } catch (err) {
