@@ -1,3 +1,4 @@
+import type { FloorStep } from './floor';
 import type { LoadResult } from './load';
 import type { MachineInfo } from './machine';
 import type { CpuAttribution } from './profile';
@@ -34,6 +35,8 @@ export interface SyncMeasurement {
   phases: SyncPhase[] | undefined;
   /** separate profiled pass: where the API's and the worker's CPU went */
   profile: { requests: number; api: CpuAttribution; worker: CpuAttribution } | undefined;
+  /** the infrastructure steps of one sync edit, each timed alone (bench/floor.ts) */
+  floor: FloorStep[] | undefined;
 }
 
 export interface UploadMemory {
@@ -105,6 +108,7 @@ export interface BenchResults {
 }
 
 export const SUBMIT_GOAL_RATIO = 0.5;
+const floorMs = (steps: FloorStep[]) => steps.reduce((n, f) => n + f.p50, 0);
 export const SYNC_GOAL_OVERHEAD_MS = 25;
 export const RSS_GOAL_BYTES = 400 * 1024 * 1024;
 /** A fan-out holds one chunk at a time: the live heap of the API and the worker may grow by at most this during a 50,000-line batch. */
@@ -172,6 +176,18 @@ export function summaryRows(r: BenchResults): Row[] {
       goal: `< ${SYNC_GOAL_OVERHEAD_MS} ms`,
       met: yes(v.sync, clean(y.service, y.direct)),
     },
+    ...(y.floor
+      ? [
+          {
+            metric: 'Floor under the sync overhead: the infrastructure steps of one sync edit, each timed alone (sum of medians; section 2)',
+            service: fmtMs(floorMs(y.floor)),
+            baseline: '—',
+            ratio: '—',
+            goal: '—',
+            met: '—',
+          },
+        ]
+      : []),
     { metric: 'Sync edit latency p99', service: fmtMs(ySvc.p99), baseline: fmtMs(yDirect.p99), ratio: fmtRatio(ySvc.p99 / yDirect.p99), goal: '—', met: '—' },
     {
       metric: `Peak RSS (VmHWM) of the API process, ${m.uploads} concurrent ${fmtMB(m.fileBytes)} uploads`,
@@ -272,6 +288,8 @@ export function renderMarkdown(r: BenchResults, notes: string[]): string {
   const mc = r.machine;
   const s = r.submit;
   const y = r.sync;
+  const ySvcP50 = summarize(y.service.latencies).p50;
+  const yDirectP50 = summarize(y.direct.latencies).p50;
   const m = r.memory;
   const rows = summaryRows(r).map((row) => [row.metric, row.service, row.baseline, row.ratio, row.goal, row.met]);
   const memRow = (name: string, u: UploadMemory) => [
@@ -366,6 +384,18 @@ ${table(['phase', 'p50', 'p90', 'max'], y.phases.map((p) => [p.name, fmtMs(p.p50
 (Per-phase percentiles do not add up to the end-to-end ones; the fake's own parse time is in the third phase, as it is in (a).)
 `
     : 'Phase breakdown unavailable: requests and upstream calls could not be matched one to one in this run.\n'
+}
+${
+  y.floor
+    ? `The floor: the steps that a synchronous edit cannot skip in this design, each timed alone (one at a time, 60 times
+after 10 warm-ups, \`bench/floor.ts\`) against the same s3rver, Postgres and Redis, with none of the service's code around
+them: what the overhead could not go below on this machine even if everything else the service does cost nothing.
+
+${table(['step', 'p50', 'p90'], [...y.floor.map((f) => [f.step, fmtMs(f.p50), fmtMs(f.p90)]), ['**sum**', `**${fmtMs(floorMs(y.floor))}**`, '']])}
+
+Of that sum, S3 (s3rver) takes ${fmtMs(y.floor.filter((f) => f.step.startsWith('S3')).reduce((n, f) => n + f.p50, 0))}. The overhead measured above is ${fmtMs(ySvcP50 - yDirectP50)}, so the service's own work (multipart parsing, the image checks, the SDKs, the queue's bookkeeping, the upstream call made from the worker instead of the client) adds about ${fmtMs(Math.max(0, ySvcP50 - yDirectP50 - floorMs(y.floor)))} on top of the floor.
+`
+    : ''
 }
 CPU time per request during (b):
 

@@ -4,8 +4,8 @@
  * s3rver buckets (packages/testing's createTestEnv), the fake OpenAI upstream, and child processes for
  * the API, the worker and the baseline server. All loops are bounded; everything is torn down at the end,
  * on failure and on Ctrl-C. Sections: 1. async submission, 2. sync overhead, 3. memory under large uploads,
- * 4. batch submission and fan-out (50,000 lines at zero and 2 s upstream latency; `BENCH_ONLY=batches` runs
- * it alone, without writing the report).
+ * 4. batch submission and fan-out (50,000 lines at zero and 2 s upstream latency). `BENCH_ONLY=submit|sync|
+ * memory|batches` runs one section alone, without writing the report.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdtempSync, openAsBlob, rmSync, writeFileSync } from 'node:fs';
@@ -13,6 +13,7 @@ import { finished } from 'node:stream/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createApiKey, createDb, getJob } from '@image-edits/db';
+import { createObjectStore } from '@image-edits/storage';
 import { createTestEnv, type FakeOpenAI, makeMask, makePng, startFakeOpenAI, type TestEnv } from '@image-edits/testing';
 import sharp from 'sharp';
 import { type LoadResult, mergeLoad, runLoad } from './load';
@@ -33,6 +34,7 @@ import {
   type UploadMemory,
   verdicts,
 } from './report';
+import { measureFloor } from './floor';
 import { attribute, monotonicUs, profileArgs, readMainThreadProfile } from './profile';
 import { fmtMB, fmtMs, summarize } from './stats';
 
@@ -134,14 +136,15 @@ async function startS3Child(): Promise<{ child: NodeChild; endpoint: string }> {
   return { child, endpoint };
 }
 
-async function newEnv(name: string): Promise<{ testEnv: TestEnv; apiKey: string; s3: NodeChild }> {
+async function newEnv(name: string): Promise<{ testEnv: TestEnv; apiKey: string; apiKeyId: string; s3: NodeChild }> {
   const s3 = await startS3Child();
   // the service's own defaults where the test harness lowers them for tests
   const testEnv = await createTestEnv({ DATABASE_POOL_SIZE: '10', WORKER_CONCURRENCY: '8', LOG_LEVEL: 'silent', AWS_ENDPOINT_URL_S3: s3.endpoint });
   defer(`test env ${name}`, () => testEnv.cleanup());
   const db = createDb(testEnv.databaseUrl, { poolSize: 1 });
   try {
-    return { testEnv, apiKey: (await createApiKey(db, `bench-${name}`)).key, s3: s3.child };
+    const key = await createApiKey(db, `bench-${name}`);
+    return { testEnv, apiKey: key.key, apiKeyId: key.id, s3: s3.child };
   } finally {
     await db.$disconnect();
   }
@@ -274,7 +277,7 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
       { field: 'mask', filename: 'mask.png', contentType: 'image/png', data: mask },
     ],
   );
-  const { testEnv, apiKey, s3 } = await newEnv('sync');
+  const { testEnv, apiKey, apiKeyId, s3 } = await newEnv('sync');
   const api = await startApiChild(testEnv, fake);
   const port = await freePort(); // unused by the worker, but PORT must parse
   const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, port)));
@@ -346,12 +349,25 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
     };
   });
   fake.reset();
+
+  log('2. sync overhead: the floor, each infrastructure step of a sync edit timed alone against the same S3, Postgres and Redis');
+  const env = testEnv.env;
+  const store = createObjectStore({ endpoint: env.AWS_ENDPOINT_URL_S3!, region: 'us-east-1', bucket: env.S3_BUCKET!, accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY!, forcePathStyle: true });
+  const db = createDb(testEnv.databaseUrl, { poolSize: 2 });
+  const floor = await optional('floor measurement', () =>
+    measureFloor({ store, db, apiKeyId, redisUrl: env.REDIS_URL!, prefix: testEnv.prefix, image, mask, output: image }).finally(async () => {
+      store.destroy();
+      await db.$disconnect();
+    }),
+  );
+  if (floor) log(`   floor: ${fmtMs(floor.reduce((n, f) => n + f.p50, 0))} (sum of the steps' medians)`);
+
   assertClean('direct', direct);
   assertClean('service', service);
   const d = summarize(direct.latencies);
   const s = summarize(service.latencies);
   log(`   overhead p50 ${fmtMs(s.p50 - d.p50)}, p99 ${fmtMs(s.p99 - d.p99)}`);
-  return { bodyBytes: body.body.length, ...SYNC, direct, service, serviceCpu, phases, profile };
+  return { bodyBytes: body.body.length, ...SYNC, direct, service, serviceCpu, phases, profile, floor };
 }
 
 // ---- 3. memory with 64 concurrent 20+ MB uploads ----
@@ -628,9 +644,14 @@ async function main(): Promise<void> {
   const image = await makePng(1024, 1024, { hole });
   const mask = await makeMask(1024, 1024, hole);
 
-  // BENCH_ONLY=batches runs section 4 alone and writes no report (for working on it)
-  if (process.env.BENCH_ONLY === 'batches') {
-    for (const latencyMs of BATCH.latenciesMs) await scoped(() => benchBatch(latencyMs, image));
+  // BENCH_ONLY=submit|sync|memory|batches runs one section and writes no report (for working on it)
+  const only = process.env.BENCH_ONLY;
+  if (only) {
+    if (only === 'submit') await scoped(() => benchSubmit(fake, image, mask, baselineDir));
+    else if (only === 'sync') await scoped(() => benchSync(fake, image, mask));
+    else if (only === 'memory') await scoped(() => benchMemory(fake, baselineDir));
+    else if (only === 'batches') for (const latencyMs of BATCH.latenciesMs) await scoped(() => benchBatch(latencyMs, image));
+    else throw new Error(`BENCH_ONLY must be submit, sync, memory or batches; got '${only}'`);
     return;
   }
 

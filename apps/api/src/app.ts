@@ -17,6 +17,9 @@ import { webhooksRouter } from './routes/webhooks';
 export function createApp(deps: ApiDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  // no ETag: every job read carries freshly signed URLs, so a tag would never match, and hashing
+  // each body (a sync answer is megabytes of base64) costs CPU on every response
+  app.set('etag', false);
   app.set('trust proxy', true);
   const metrics = createMetrics();
 

@@ -43,12 +43,14 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     return;
   }
   await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' });
-  // only the first start is news (and only to those who asked for job.started)
-  if (job.attempts === 1) await emitWebhooks(deps, jobId, 'job.started');
+  // only the first start is news (and only to those who asked for job.started); recorded while the
+  // inputs load, settled before the provider is called (never rejects: failures are logged)
+  const announced = job.attempts === 1 ? emitWebhooks(deps, jobId, 'job.started') : undefined;
 
   const target = job.targets[targetIndex];
   const provider = target ? deps.providers.get(target.provider) : undefined;
   if (!target || !provider) {
+    await announced;
     await fail(deps, jobId, { message: `model '${job.model}' is no longer configured on this worker`, type: 'server_error', code: 'provider_not_configured', status: 500 });
     throw permanent(`provider ${target?.provider ?? job.provider} not configured`);
   }
@@ -67,6 +69,7 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     const [images, mask] = await Promise.all([
       Promise.all(job.inputs.images.map((img) => loadImage(deps.store, img))),
       job.inputs.mask ? loadImage(deps.store, job.inputs.mask) : undefined,
+      announced,
     ]);
     const p = job.params;
     const request: ProviderEditRequest = {
@@ -93,8 +96,11 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     const outputs = await Promise.all(
       result.images.map(async (img, i) => {
         const key = outputKey(jobId, i, extensionFor(img.format));
-        const meta = await sharp(img.data).metadata();
-        await deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length });
+        // the header is read while the bytes travel to S3
+        const [meta] = await Promise.all([
+          sharp(img.data).metadata(),
+          deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length }),
+        ]);
         return { key, format: img.format, bytes: img.data.length, width: meta.width ?? 0, height: meta.height ?? 0, ...(img.revisedPrompt ? { revisedPrompt: img.revisedPrompt } : {}) };
       }),
     );

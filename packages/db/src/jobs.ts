@@ -149,14 +149,33 @@ function newJobRecord(job: NewJob, now: Date): JobRecord {
 }
 
 export async function getJob(db: Db, id: string): Promise<JobRecord | null> {
-  const row = await db.job.findUnique({ where: { id }, include: { usage: true } });
-  return row ? toRecord(row) : null;
+  // one round trip, job and usage joined (Prisma's include is two queries and several times the CPU):
+  // this read is on every sync answer and every poll
+  const rows = await db.$queryRaw<RawJobWithUsage[]>`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id}`;
+  return rows[0] ? fromRawRowWithUsage(rows[0]) : null;
 }
 
 /** A key sees only its own jobs: another key's id is simply not found. */
 export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promise<JobRecord | null> {
-  const row = await db.job.findFirst({ where: { id, apiKeyId }, include: { usage: true } });
-  return row ? toRecord(row) : null;
+  const rows = await db.$queryRaw<RawJobWithUsage[]>`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id} AND j.api_key_id = ${apiKeyId}`;
+  return rows[0] ? fromRawRowWithUsage(rows[0]) : null;
+}
+
+const SELECT_JOB_WITH_USAGE = Prisma.sql`
+  SELECT j.*, u.images AS usage_images, u.input_tokens AS usage_input_tokens, u.output_tokens AS usage_output_tokens, u.cost_usd AS usage_cost_usd
+    FROM jobs j LEFT JOIN usage u ON u.job_id = j.id`;
+
+interface RawJobWithUsage extends RawJobRow {
+  usage_images: number | null;
+  usage_input_tokens: number | null;
+  usage_output_tokens: number | null;
+  usage_cost_usd: { toString(): string } | null;
+}
+
+function fromRawRowWithUsage(r: RawJobWithUsage): JobRecord {
+  const job = fromRawRow(r);
+  if (r.usage_images !== null) job.usage = { images: r.usage_images, inputTokens: r.usage_input_tokens, outputTokens: r.usage_output_tokens, costUsd: Number(r.usage_cost_usd ?? 0) };
+  return job;
 }
 
 /**

@@ -69,7 +69,11 @@ function intParam(value: unknown, name: string, min: number, max: number): numbe
 
 /** Aborts when the client goes away: waiting stops, the job goes on. */
 export function clientGone(res: Response): AbortSignal {
+  // one per response, however many parts of the request ask
+  const known = res.locals.clientGone as AbortSignal | undefined;
+  if (known) return known;
   const gone = new AbortController();
   res.on('close', () => gone.abort());
+  res.locals.clientGone = gone.signal;
   return gone.signal;
 }
