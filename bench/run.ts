@@ -593,6 +593,10 @@ function notesFor(r: BenchResults): string[] {
     `Sync: the service adds ${fmtMs(y.p50 - d.p50)} at p50 and ${fmtMs(y.p99 - d.p99)} at p99 over calling the upstream directly (goal < 25 ms at p50: ${v.sync ? 'met' : 'missed'})` +
       (top ? `; the largest phase is "${top.name}" at ${fmtMs(top.p50)} p50 (${((100 * top.p50) / (y.p50 - d.p50)).toFixed(0)}% of the p50 overhead).` : '.') +
       ` s3rver spent ${((1000 * (r.sync.serviceCpu.extra.s3rver ?? 0)) / r.sync.service.ok).toFixed(1)} ms of CPU per sync edit on the same cores (two input puts, the worker's two gets and one put, the API's get of the output).` +
+      (r.sync.floor
+        ? ` The floor of a sync edit here (its S3, Postgres, Redis and queue steps alone, section 2) is ${fmtMs(r.sync.floor.reduce((n, f) => n + f.p50, 0))}, ` +
+          `${fmtMs(r.sync.floor.filter((f) => f.step.startsWith('S3')).reduce((n, f) => n + f.p50, 0))} of it S3; the service's own work adds about ${fmtMs(Math.max(0, y.p50 - d.p50 - r.sync.floor.reduce((n, f) => n + f.p50, 0)))} on top.`
+        : '') +
       (sp
         ? ` The API and the worker together spend ${((sp.api.busyMs + sp.worker.busyMs) / sp.requests).toFixed(1)} ms of main-thread CPU per sync edit, one after the other on the request's path ` +
           `(Postgres client ${(((sp.api.groups.find(([g]) => g.startsWith('Postgres'))?.[1] ?? 0) + (sp.worker.groups.find(([g]) => g.startsWith('Postgres'))?.[1] ?? 0)) / sp.requests).toFixed(1)} ms, ` +

@@ -6,6 +6,7 @@ import { type Periodic, runEvery } from './periodic';
 import type { Logger } from 'pino';
 import type { ObjectStore } from '@image-edits/storage';
 import { expireDueBatches, onJobFinished, reconcileBatches } from './batches';
+import { sweepOrphanObjects } from './orphans';
 import { purgeExpiredFiles } from './purge-files';
 
 interface ReconcileDeps {
@@ -59,7 +60,7 @@ export async function announceMissedEvents(deps: Pick<ReconcileDeps, 'db' | 'web
   return missed.length;
 }
 
-export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete'> }, intervalMs: number, graceMs: number): Periodic {
+export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete' | 'listKeys' | 'deletePrefix'>; redis: Redis; prefix: string }, intervalMs: number, graceMs: number): Periodic {
   return runEvery(
     intervalMs,
     async () => {
@@ -68,6 +69,7 @@ export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore,
       await reconcileBatches(deps, graceMs);
       await purgeExpiredIdempotencyKeys(deps.db);
       await purgeExpiredFiles(deps);
+      await sweepOrphanObjects(deps);
     },
     deps.logger,
     'reconcile',

@@ -57,7 +57,7 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
     return worker;
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
-  const reconciler = startReconciler({ db, queue, webhookQueue, batchQueue, store, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
+  const reconciler = startReconciler({ db, queue, webhookQueue, batchQueue, store, redis, prefix: env.QUEUE_PREFIX, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
   const webhooks = await startWebhookDelivery(config, { db, store, webhookQueue, connection: workerRedis, logger });
   const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, webhookQueue, batchQueue, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
   // batch steps: fan-out (validate, then one job per line), stop (cancel, expiry), finalize (the result files)

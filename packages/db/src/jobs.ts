@@ -403,3 +403,13 @@ export async function listJobs(db: Db, apiKeyId: string, q: JobListQuery): Promi
   });
   return { jobs: rows.slice(0, q.limit).map(toRecord), hasMore: rows.length > q.limit };
 }
+
+/** Which of `ids` have a row in `table` (jobs or files): the orphan sweep keeps their objects. */
+export async function existingIds(db: Db, table: 'jobs' | 'files', ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows =
+    table === 'jobs'
+      ? await db.$queryRaw<{ id: string }[]>`SELECT id FROM jobs WHERE id = ANY(${ids}::text[])`
+      : await db.$queryRaw<{ id: string }[]>`SELECT id FROM files WHERE id = ANY(${ids}::text[])`;
+  return new Set(rows.map((r) => r.id));
+}

@@ -19,7 +19,7 @@ import {
 } from '@image-edits/core';
 import { type Db, insertJob, type JobRecord, type NewJob } from '@image-edits/db';
 import type { EditQueue } from '@image-edits/queue';
-import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey, ObjectNotFoundError, type ObjectStore } from '@image-edits/storage';
+import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey, jobPrefix, ObjectNotFoundError, type ObjectStore } from '@image-edits/storage';
 import { type EditInputFile, isImageField, type UploadedFile } from './inputs';
 
 /** What accepting an edit touches; the API's and the worker's dependencies both fit. */
@@ -67,7 +67,14 @@ export interface PrepareEditInput extends SubmitEditInput {
  */
 export async function submitEdit(deps: EditDeps, input: SubmitEditInput): Promise<JobRecord> {
   const job = await prepareEdit(deps, input);
-  const record = await insertJob(deps.db, job);
+  let record: JobRecord;
+  try {
+    record = await insertJob(deps.db, job);
+  } catch (err) {
+    // no row, no job: its inputs go too (a crash right here leaves them to the worker's orphan sweep)
+    await deps.store.deletePrefix(jobPrefix(job.id)).catch((cleanup: unknown) => deps.logger.warn({ err: cleanup, jobId: job.id }, 'inputs of an unrecorded job not deleted'));
+    throw err;
+  }
   try {
     await deps.queue.enqueue(job.provider, { jobId: job.id, apiKeyId: input.apiKeyId });
   } catch (err) {

@@ -31,6 +31,8 @@ export interface ObjectStore {
   getBuffer(key: string): Promise<Buffer>;
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
   deletePrefix(prefix: string): Promise<number>;
+  /** one page of keys under `prefix`, in key order, after `startAfter` */
+  listKeys(prefix: string, opts?: { startAfter?: string; maxKeys?: number }): Promise<{ keys: string[]; truncated: boolean }>;
   /** a stream of unknown length, as a multipart upload: at most 4 parts of 5 MB are held in memory */
   upload(key: string, body: Readable, opts: { contentType: string; signal?: AbortSignal }): Promise<void>;
   /** the object as a stream; ObjectNotFoundError when there is none */
@@ -100,6 +102,10 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
       return deleted;
+    },
+    async listKeys(prefix, opts = {}) {
+      const page = await client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ...(opts.startAfter ? { StartAfter: opts.startAfter } : {}), MaxKeys: opts.maxKeys ?? 1000 }));
+      return { keys: (page.Contents ?? []).flatMap((o) => (o.Key ? [o.Key] : [])), truncated: page.IsTruncated ?? false };
     },
     async upload(key, body, opts) {
       const upload = new Upload({ client, params: { Bucket, Key: key, Body: body, ContentType: opts.contentType }, queueSize: 4, partSize: 5 * 1024 * 1024 });
