@@ -43,7 +43,7 @@ async function keys(prefix: string): Promise<string[]> {
 
 const png = Buffer.from('not really a png, the sweep never reads it');
 const put = (key: string) => store.put(key, png, { contentType: 'image/png' });
-const deps = () => ({ db: svc.db, store, redis, prefix: svc.testEnv.prefix, logger: { info: () => undefined, warn: () => undefined } });
+const deps = () => ({ db: svc.db, store, redis, prefix: svc.testEnv.prefix, logger: { warn: () => undefined } });
 const jobRow = (id: string) => ({ id, apiKeyId: svc.apiKeyId, model: 'local-inpaint', provider: 'local', targets: [{ provider: 'local', upstream: 'local-inpaint' }], params: { prompt: 'x', n: 1 }, inputs: { images: [] } }) as never;
 
 describe('a submission whose row cannot be written', () => {

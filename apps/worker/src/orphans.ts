@@ -19,7 +19,7 @@ export interface OrphanSweepDeps {
   redis: Redis;
   /** the BullMQ prefix: the watermark and the lock live beside the queues */
   prefix: string;
-  logger: Pick<Logger, 'info' | 'warn'>;
+  logger: Pick<Logger, 'warn'>;
 }
 
 interface Area {
