@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
-import { makePng } from './fixtures';
-import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
+import { closeServer, createHolds, createRequestWaiters, createScripts, listenOnLoopback } from './fake-kit';
+import { generatedImage } from './fixtures';
 
 /**
  * A real HTTP server speaking fal.ai's documented queue wire format (docs.fal.ai, "Queue"), for
@@ -108,11 +107,6 @@ export function falError(status: number, detail: string, opts: { type?: string; 
   return { status, body, ...(opts.headers ? { headers: opts.headers } : {}) };
 }
 
-interface Script {
-  script: FalScript;
-  remaining: number;
-}
-
 interface Job {
   submission: FalSubmission;
   script: FalScript;
@@ -120,17 +114,6 @@ interface Job {
   statusResponses: FalFakeResponse[];
 }
 
-const imageCache = new Map<string, Promise<Buffer>>();
-
-function generatedImage(width: number, height: number, format: 'png' | 'jpeg'): Promise<Buffer> {
-  const key = `${width}x${height}.${format}`;
-  let img = imageCache.get(key);
-  if (!img) {
-    img = makePng(width, height).then((png) => (format === 'jpeg' ? sharp(png).jpeg().toBuffer() : png));
-    imageCache.set(key, img);
-  }
-  return img;
-}
 
 /** The size of an image given as a data URI; fal would download a URL, the fake assumes 1024². */
 async function inputSize(imageUrl: unknown): Promise<{ width: number; height: number }> {
@@ -146,7 +129,7 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
   const requests: RecordedFalRequest[] = [];
   const submissions: FalSubmission[] = [];
   const jobs = new Map<string, Job>();
-  const scripts: Script[] = [];
+  const scripts = createScripts<FalScript>();
   const files = new Map<string, { data: Buffer; type: string }>();
   const holds = createHolds();
   const waiters = createRequestWaiters(() => requests.length);
@@ -229,9 +212,7 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
 
     if (recorded.kind === 'submit') {
       await holds.pass();
-      const entry = scripts[0];
-      if (entry && --entry.remaining <= 0) scripts.shift();
-      const script = entry?.script ?? {};
+      const script = scripts.take() ?? {};
       if (script.submit) {
         send(res, script.submit);
         return;
@@ -304,15 +285,14 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
     res.on('error', () => {});
     route(req, res).catch((err: unknown) => send(res, { status: 500, body: { detail: `fake server error: ${String(err)}` } }));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  origin = await listenOnLoopback(server);
 
   return {
     url: origin,
     requests,
     submissions,
     respondWith(script, o = {}) {
-      scripts.push({ script, remaining: o.times ?? 1 });
+      scripts.add(script, o.times);
     },
     hold: holds.hold,
     waitForRequests: waiters.waitFor,
@@ -320,7 +300,7 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
       requests.length = 0;
       submissions.length = 0;
       jobs.clear();
-      scripts.length = 0;
+      scripts.clear();
       files.clear();
       holds.releaseAll();
     },

@@ -1,8 +1,7 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { makePng } from './fixtures';
-import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
+import { closeServer, createHolds, createRequestWaiters, createScripts, listenOnLoopback } from './fake-kit';
 
 /**
  * A real HTTP server speaking the Gemini API's documented REST wire format for image generation
@@ -185,7 +184,7 @@ function recordParts(body: Record<string, unknown> | undefined): RecordedPart[] 
 
 export async function startFakeGemini(opts: { apiKey?: string } = {}): Promise<FakeGemini> {
   const requests: RecordedGeminiRequest[] = [];
-  const scripts: { response: FakeGeminiResponse | FakeGeminiHandler; remaining: number }[] = [];
+  const scripts = createScripts<FakeGeminiResponse | FakeGeminiHandler>();
   const holds = createHolds();
   const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
@@ -292,11 +291,8 @@ export async function startFakeGemini(opts: { apiKey?: string } = {}): Promise<F
     await holds.pass();
 
     let response: FakeGeminiResponse | undefined;
-    const script = scripts[0];
-    if (script) {
-      if (--script.remaining <= 0) scripts.shift();
-      response = typeof script.response === 'function' ? await script.response({ request, defaultBody: () => defaultBody(request) }) : script.response;
-    }
+    const script = scripts.take();
+    if (script) response = typeof script === 'function' ? await script({ request, defaultBody: () => defaultBody(request) }) : script;
     if (response?.delayMs) await new Promise((r) => setTimeout(r, response?.delayMs));
     if (!response || (response.status === undefined && response.body === undefined && !response.headers)) {
       response = { body: await defaultBody(request) };
@@ -308,20 +304,19 @@ export async function startFakeGemini(opts: { apiKey?: string } = {}): Promise<F
     res.on('error', () => {});
     route(req, res).catch((err: unknown) => send(res, geminiError(500, `fake server error: ${String(err)}`)));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  origin = await listenOnLoopback(server);
 
   return {
     url: origin,
     requests,
     respondWith(response, o = {}) {
-      scripts.push({ response, remaining: o.times ?? 1 });
+      scripts.add(response, o.times);
     },
     hold: holds.hold,
     waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
-      scripts.length = 0;
+      scripts.clear();
       holds.releaseAll();
     },
     async close() {

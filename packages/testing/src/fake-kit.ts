@@ -1,4 +1,5 @@
 import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 /**
  * The test-control parts every fake upstream shares: holding requests until a test releases them,
@@ -59,4 +60,28 @@ export function createRequestWaiters(count: () => number): { waitFor(n: number):
 export async function closeServer(server: http.Server): Promise<void> {
   server.closeAllConnections();
   await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+}
+
+/** Scripted answers, used in the order they were added, each for its number of requests. */
+export function createScripts<T>(): { add(value: T, times?: number): void; take(): T | undefined; clear(): void } {
+  const queue: { value: T; remaining: number }[] = [];
+  return {
+    add(value, times = 1) {
+      queue.push({ value, remaining: times });
+    },
+    take() {
+      const first = queue[0];
+      if (first && --first.remaining <= 0) queue.shift();
+      return first?.value;
+    },
+    clear() {
+      queue.length = 0;
+    },
+  };
+}
+
+/** Listens on a free port of 127.0.0.1; the server's origin. */
+export async function listenOnLoopback(server: http.Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }

@@ -1,9 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import sharp from 'sharp';
-import { makePng } from './fixtures';
-import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
+import { closeServer, createHolds, createRequestWaiters, createScripts, listenOnLoopback } from './fake-kit';
+import { generatedImage } from './fixtures';
 
 /**
  * A real HTTP server speaking OpenAI's (and Azure OpenAI's) documented wire format for image
@@ -98,25 +96,6 @@ export function openAIError(
   };
 }
 
-interface Script {
-  response: FakeResponse | FakeHandler;
-  remaining: number;
-}
-
-const imageCache = new Map<string, Promise<Buffer>>();
-
-/** A generated picture of the given size and format, cached: encoding 1024² images is slow. */
-function generatedImage(width: number, height: number, format: string): Promise<Buffer> {
-  const key = `${width}x${height}.${format}`;
-  let img = imageCache.get(key);
-  if (!img) {
-    img = makePng(width, height).then((png) =>
-      format === 'jpeg' ? sharp(png).jpeg().toBuffer() : format === 'webp' ? sharp(png).webp().toBuffer() : png,
-    );
-    imageCache.set(key, img);
-  }
-  return img;
-}
 
 function first(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
@@ -156,7 +135,7 @@ async function parseRequest(req: http.IncomingMessage, url: URL): Promise<Record
 
 export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<FakeOpenAI> {
   const requests: RecordedRequest[] = [];
-  const scripts: Script[] = [];
+  const scripts = createScripts<FakeResponse | FakeHandler>();
   const files = new Map<string, { data: Buffer; type: string }>();
   const holds = createHolds();
   const waiters = createRequestWaiters(() => requests.length);
@@ -180,7 +159,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     const [width, height] = m ? [Number(m[1]), Number(m[2])] : [1024, 1024];
     const outputFormat = dallE ? 'png' : (first(request.fields.output_format) ?? 'png');
     const responseFormat = force ?? first(request.fields.response_format) ?? 'b64_json';
-    const img = await generatedImage(width, height, outputFormat);
+    const img = await generatedImage(width, height, outputFormat as 'png' | 'jpeg' | 'webp');
     const data = Array.from({ length: n }, () => {
       if (responseFormat !== 'url') return { b64_json: img.toString('base64') };
       const name = `${randomUUID()}.${outputFormat}`;
@@ -250,11 +229,10 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     await holds.pass();
 
     let response: FakeResponse | undefined;
-    const script = scripts[0];
+    const script = scripts.take();
     if (script) {
-      if (--script.remaining <= 0) scripts.shift();
       const ctx: FakeContext = { request, defaultBody: (o) => defaultBody(request, o?.responseFormat) };
-      response = typeof script.response === 'function' ? await script.response(ctx) : script.response;
+      response = typeof script === 'function' ? await script(ctx) : script;
     }
     const delayMs = response?.delayMs;
     if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
@@ -268,8 +246,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     res.on('error', () => {});
     route(req, res).catch((err: unknown) => send(res, openAIError(500, `fake server error: ${String(err)}`)));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  origin = await listenOnLoopback(server);
 
   return {
     url: `${origin}/v1`,
@@ -277,13 +254,13 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     requests,
     azure,
     respondWith(response, o = {}) {
-      scripts.push({ response, remaining: o.times ?? 1 });
+      scripts.add(response, o.times);
     },
     hold: holds.hold,
     waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
-      scripts.length = 0;
+      scripts.clear();
       files.clear();
       holds.releaseAll();
     },

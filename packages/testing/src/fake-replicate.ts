@@ -1,9 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
-import { makePng } from './fixtures';
-import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
+import { closeServer, createHolds, createRequestWaiters, createScripts, listenOnLoopback } from './fake-kit';
+import { generatedImage } from './fixtures';
 
 /**
  * A real HTTP server speaking Replicate's documented HTTP API (the part the image-edit adapter
@@ -159,27 +158,13 @@ function decodeDataUri(value: string): { contentType: string; data: Buffer } | u
   return { contentType: m[1] || 'text/plain', data: m[2] ? Buffer.from(payload, 'base64') : Buffer.from(decodeURIComponent(payload)) };
 }
 
-const imageCache = new Map<string, Promise<Buffer>>();
-
-function generatedImage(width: number, height: number, format: string): Promise<Buffer> {
-  const key = `${width}x${height}.${format}`;
-  let img = imageCache.get(key);
-  if (!img) {
-    img = makePng(width, height).then((png) => {
-      const opaque = sharp(png).removeAlpha();
-      return format === 'jpg' ? opaque.jpeg().toBuffer() : format === 'webp' ? opaque.webp().toBuffer() : opaque.png().toBuffer();
-    });
-    imageCache.set(key, img);
-  }
-  return img;
-}
 
 export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promise<FakeReplicate> {
   const requests: ReplicateRecordedRequest[] = [];
   const predictions: FakePrediction[] = [];
   const states = new Map<string, State>();
   const scripts: Script<ReplicateFakeResponse | ReplicateFakeHandler>[] = [];
-  const plans: Script<PredictionPlan>[] = [];
+  const plans = createScripts<PredictionPlan>();
   const files = new Map<string, { data: Buffer; type: string }>();
   const holds = createHolds();
   const waiters = createRequestWaiters(() => requests.length);
@@ -225,7 +210,8 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       const meta = image ? await sharp(image.data).metadata().catch(() => undefined) : undefined;
       size = { width: meta?.width ?? 1024, height: meta?.height ?? 1024 };
     }
-    const img = await generatedImage(size.width, size.height, format);
+    // Replicate's outputs carry no alpha
+    const img = await generatedImage(size.width, size.height, format === 'jpg' ? 'jpeg' : (format as 'png' | 'webp'), { opaque: true });
     const count = prediction.model === 'black-forest-labs/flux-fill-pro' ? 1 : Number(prediction.input.num_outputs ?? 1) || 1;
     const urls = Array.from({ length: count }, () => {
       const name = `${randomUUID()}.${format}`;
@@ -286,8 +272,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
     }
     if (invalid.length > 0) return replicateProblem(422, 'Input validation failed', `${invalid.join('\n')}\n`);
 
-    const plan = plans[0];
-    if (plan && --plan.remaining <= 0) plans.shift();
+    const plan = plans.take();
     const prediction: FakePrediction = {
       id: predictionId(),
       model,
@@ -300,7 +285,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       created_at: new Date().toISOString(),
       cancelRequests: 0,
     };
-    const state: State = { prediction, plan: plan?.value ?? {}, step: 0 };
+    const state: State = { prediction, plan: plan ?? {}, step: 0 };
     predictions.push(prediction);
     states.set(prediction.id, state);
     if ((request.headers.prefer ?? '').startsWith('wait')) {
@@ -404,8 +389,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
     res.on('error', () => {});
     route(req, res).catch((err: unknown) => send(res, replicateProblem(500, 'Internal Server Error', `fake server error: ${String(err)}`)));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  origin = await listenOnLoopback(server);
 
   return {
     url: `${origin}/v1`,
@@ -416,7 +400,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       scripts.push({ value: response, remaining: o.times ?? 1, ...(o.route ? { route: o.route } : {}) });
     },
     planPredictions(plan, o = {}) {
-      plans.push({ value: plan, remaining: o.times ?? 1 });
+      plans.add(plan, o.times);
     },
     hold: holds.hold,
     waitForRequests: waiters.waitFor,
@@ -425,7 +409,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       predictions.length = 0;
       states.clear();
       scripts.length = 0;
-      plans.length = 0;
+      plans.clear();
       files.clear();
       holds.releaseAll();
     },

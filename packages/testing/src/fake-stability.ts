@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import type { FakeResponse, RecordedRequest } from './fake-openai';
-import { makePng } from './fixtures';
-import { closeServer, createHolds, createRequestWaiters } from './fake-kit';
+import { closeServer, createHolds, createRequestWaiters, createScripts, listenOnLoopback } from './fake-kit';
+import { generatedImage } from './fixtures';
 
 /**
  * A real HTTP server speaking Stability AI's documented wire format for the Stable Image edit
@@ -53,24 +52,6 @@ const OPERATIONS = new Set(['inpaint', 'erase', 'search-and-replace']);
 const FORMATS = new Set(['png', 'jpeg', 'webp']);
 const MAX_SEED = 4294967294;
 
-interface Script {
-  response: FakeResponse | StabilityFakeHandler;
-  remaining: number;
-}
-
-const imageCache = new Map<string, Promise<Buffer>>();
-
-function generatedImage(width: number, height: number, format: string): Promise<Buffer> {
-  const key = `${width}x${height}.${format}`;
-  let img = imageCache.get(key);
-  if (!img) {
-    img = makePng(width, height).then((png) =>
-      format === 'jpeg' ? sharp(png).jpeg().toBuffer() : format === 'webp' ? sharp(png).webp().toBuffer() : png,
-    );
-    imageCache.set(key, img);
-  }
-  return img;
-}
 
 function field(request: RecordedRequest, name: string): string | undefined {
   const v = request.fields[name];
@@ -129,7 +110,7 @@ async function validate(request: RecordedRequest, operation: string): Promise<Fa
 
 export async function startFakeStability(opts: { apiKey?: string } = {}): Promise<FakeStability> {
   const requests: RecordedRequest[] = [];
-  const scripts: Script[] = [];
+  const scripts = createScripts<FakeResponse | StabilityFakeHandler>();
   const holds = createHolds();
   const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
@@ -175,17 +156,14 @@ export async function startFakeStability(opts: { apiKey?: string } = {}): Promis
     const seedField = Number(field(request, 'seed') ?? '0');
     const seed = seedField > 0 ? seedField : Math.floor(Math.random() * MAX_SEED) + 1;
     const defaultBody = async () => ({
-      image: (await generatedImage(checked.width, checked.height, format)).toString('base64'),
+      image: (await generatedImage(checked.width, checked.height, format as 'png' | 'jpeg' | 'webp')).toString('base64'),
       finish_reason: 'SUCCESS',
       seed,
     });
 
     let response: FakeResponse | undefined;
-    const script = scripts[0];
-    if (script) {
-      if (--script.remaining <= 0) scripts.shift();
-      response = typeof script.response === 'function' ? await script.response({ request, defaultBody }) : script.response;
-    }
+    const script = scripts.take();
+    if (script) response = typeof script === 'function' ? await script({ request, defaultBody }) : script;
     if (response?.delayMs) await new Promise((r) => setTimeout(r, response?.delayMs));
     if (!response || (response.status === undefined && response.body === undefined && !response.headers)) {
       const body = await defaultBody();
@@ -200,20 +178,19 @@ export async function startFakeStability(opts: { apiKey?: string } = {}): Promis
     res.on('error', () => {});
     route(req, res).catch((err: unknown) => send(res, stabilityError(500, 'internal_error', [`fake server error: ${String(err)}`])));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  origin = await listenOnLoopback(server);
 
   return {
     url: origin,
     requests,
     respondWith(response, o = {}) {
-      scripts.push({ response, remaining: o.times ?? 1 });
+      scripts.add(response, o.times);
     },
     hold: holds.hold,
     waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;
-      scripts.length = 0;
+      scripts.clear();
       holds.releaseAll();
     },
     async close() {

@@ -29,6 +29,26 @@ export async function makePng(width: number, height: number, opts: { hole?: Rect
   return sharp(pictureRgba(width, height, opts.hole), { raw: { width, height, channels: 4 } }).png().toBuffer();
 }
 
+const generated = new Map<string, Promise<Buffer>>();
+
+/**
+ * The picture of `makePng` at the given size in the given format (opaque: without its alpha
+ * channel), cached: the fake upstreams answer with it, and encoding 1024² images is slow.
+ */
+export function generatedImage(width: number, height: number, format: 'png' | 'jpeg' | 'webp', opts: { opaque?: boolean } = {}): Promise<Buffer> {
+  const key = `${width}x${height}.${format}${opts.opaque ? '.opaque' : ''}`;
+  let img = generated.get(key);
+  if (!img) {
+    img = makePng(width, height).then((png) => {
+      if (format === 'png' && !opts.opaque) return png;
+      const pic = opts.opaque ? sharp(png).removeAlpha() : sharp(png);
+      return format === 'jpeg' ? pic.jpeg().toBuffer() : format === 'webp' ? pic.webp().toBuffer() : pic.png().toBuffer();
+    });
+    generated.set(key, img);
+  }
+  return img;
+}
+
 /** An opaque picture with no alpha channel at all, in the given format. */
 export async function makeOpaque(width: number, height: number, format: 'png' | 'jpeg' | 'webp' = 'png'): Promise<Buffer> {
   const img = sharp(pictureRgba(width, height), { raw: { width, height, channels: 4 } }).removeAlpha();
