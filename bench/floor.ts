@@ -1,4 +1,4 @@
-import { newId } from '@image-edits/core';
+import { type JobInputs, newId } from '@image-edits/core';
 import { type Db, getJob, insertJob } from '@image-edits/db';
 import { createRedis } from '@image-edits/queue';
 import type { ObjectStore } from '@image-edits/storage';
@@ -39,12 +39,12 @@ export async function measureFloor(opts: { store: ObjectStore; db: Db; apiKeyId:
   const ids: string[] = [];
   const steps: FloorStep[] = [];
   steps.push(await time('S3: put the image and the mask (in parallel)', (i) => Promise.all([store.put(key(i, 'image.png'), image, png), store.put(key(i, 'mask.png'), mask, png)])));
-  const inputs = { images: [{ key: 'floor/0/image.png', format: 'png', bytes: image.length, width: 1024, height: 1024, filename: 'image.png' }] };
+  const inputs: JobInputs = { images: [{ key: 'floor/0/image.png', format: 'png', bytes: image.length, width: 1024, height: 1024, filename: 'image.png' }] };
   steps.push(
     await time('Postgres: insert the job row', async () => {
       const id = newId('job');
       ids.push(id);
-      await insertJob(db, { id, apiKeyId: opts.apiKeyId, model: 'dall-e-2', provider: 'openai', targets: [{ provider: 'openai', upstream: 'dall-e-2' }], params: { prompt: 'x', n: 1 }, inputs } as never);
+      await insertJob(db, { id, apiKeyId: opts.apiKeyId, model: 'dall-e-2', provider: 'openai', targets: [{ provider: 'openai', upstream: 'dall-e-2', price: {} }], params: { prompt: 'x', n: 1, response_format: 'b64_json' }, inputs });
     }),
   );
   const connection = createRedis(opts.redisUrl);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { newId } from '@image-edits/core';
-import { insertFile, insertJob } from '@image-edits/db';
+import { insertFile, insertJob, type NewJob } from '@image-edits/db';
 import { createRedis } from '@image-edits/queue';
 import { createObjectStore, type ObjectStore } from '@image-edits/storage';
 import { makeMask, makePng, startTestService, type TestService } from '@image-edits/testing';
@@ -44,7 +44,15 @@ async function keys(prefix: string): Promise<string[]> {
 const png = Buffer.from('not really a png, the sweep never reads it');
 const put = (key: string) => store.put(key, png, { contentType: 'image/png' });
 const deps = () => ({ db: svc.db, store, redis, prefix: svc.testEnv.prefix, logger: { warn: () => undefined } });
-const jobRow = (id: string) => ({ id, apiKeyId: svc.apiKeyId, model: 'local-inpaint', provider: 'local', targets: [{ provider: 'local', upstream: 'local-inpaint' }], params: { prompt: 'x', n: 1 }, inputs: { images: [] } }) as never;
+const jobRow = (id: string): NewJob => ({
+  id,
+  apiKeyId: svc.apiKeyId,
+  model: 'local-inpaint',
+  provider: 'local',
+  targets: [{ provider: 'local', upstream: 'local-inpaint', price: {} }],
+  params: { prompt: 'x', n: 1, response_format: 'url' },
+  inputs: { images: [] },
+});
 
 describe('a submission whose row cannot be written', () => {
   it('leaves no input objects behind and answers 500 in the OpenAI error shape', async () => {
