@@ -5,3 +5,4 @@ export { startFakeStability, stabilityError, type FakeStability } from './fake-s
 export { startFakeFal, falError, type FakeFal } from './fake-fal';
 export { startFakeGemini, geminiError, type FakeGemini } from './fake-gemini';
 export { startFakeReplicate, replicateProblem, type FakeReplicate } from './fake-replicate';
+export { startFaultProxy, type FaultProxy, type FaultMode } from './fault-proxy';
