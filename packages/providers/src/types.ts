@@ -54,10 +54,19 @@ export interface ProviderEditResult {
   usage?: ProviderUsage;
 }
 
+export interface ProviderCallOptions {
+  signal?: AbortSignal;
+  /** the provider's request ids that an earlier attempt of this job recorded: resumed (polled for their result) instead of submitted again */
+  resume?: string[];
+  /** called, and awaited, with every request id of this call so far as soon as a new one exists and before waiting on it; the worker records them on the job. If it throws, the adapter lets the error propagate (without cancelling the upstream request). */
+  onSubmitted?: (ids: string[]) => Promise<void>;
+}
+
 export interface EditProvider {
   /** stable provider id: "local", "openai", "azure-openai", ... */
   readonly id: string;
-  edit(request: ProviderEditRequest, options?: { signal?: AbortSignal }): Promise<ProviderEditResult>;
+  /** adapters whose upstream cannot be resumed (all but fal and replicate) use only `signal` */
+  edit(request: ProviderEditRequest, options?: ProviderCallOptions): Promise<ProviderEditResult>;
 }
 
 /**

@@ -17,6 +17,8 @@ import { generatedImage } from './fixtures';
  * upstream still ends COMPLETED; the result route then answers with the error's status and body.
  * The default output is a FLUX-fill-like `{images, seed, has_nsfw_concepts, prompt, timings}` with
  * `num_images` pictures of the input image's size in `output_format` (jpeg by default, as fal).
+ * Queued requests outlive the calls that submitted them (until `reset()`): a later client can poll
+ * and collect a request another one submitted, and a request id the fake never issued is a 404.
  */
 
 export interface FalFakeResponse {
@@ -76,6 +78,15 @@ export interface FalScript {
   result?: FalFakeResponse | ((ctx: FalResultContext) => FalFakeResponse | undefined | Promise<FalFakeResponse | undefined>);
 }
 
+export interface FalHoldOptions {
+  /** the route to hold; default `submit` */
+  kind?: 'submit' | 'status' | 'result' | 'cancel';
+  /** only the routes of this queued request */
+  requestId?: string;
+  /** only the first `times` matching requests (later ones are answered); default every one */
+  times?: number;
+}
+
 export interface FakeFalOptions {
   /** the key every queue route requires (`Authorization: Key <apiKey>`); 401 otherwise */
   apiKey?: string;
@@ -86,12 +97,16 @@ export interface FakeFal {
   readonly url: string;
   /** every request received, in order (including rejected ones) */
   readonly requests: RecordedFalRequest[];
-  /** every accepted submission, in order */
+  /** every accepted submission, in order: its length is the number of paid requests */
   readonly submissions: FalSubmission[];
   /** script the next `times` (default 1; `Infinity` for all) submissions; scripts queue up in call order */
   respondWith(script: FalScript, opts?: { times?: number }): void;
-  /** hold every submit (after recording it) until the returned function is called */
-  hold(): () => void;
+  /**
+   * Hold requests (after recording them) until the returned function is called: every submit, or
+   * what `opts` picks; e.g. `{kind: 'status', times: 1}` leaves one poll unanswered, as a worker
+   * that died mid-wait, while later polls of the same request are answered.
+   */
+  hold(opts?: FalHoldOptions): () => void;
   /** resolves once at least `count` requests have been recorded */
   waitForRequests(count: number): Promise<void>;
   /** forget requests, submissions, files and scripts; release holds */
@@ -131,7 +146,7 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
   const jobs = new Map<string, Job>();
   const scripts = createScripts<FalScript>();
   const files = new Map<string, { data: Buffer; type: string }>();
-  const holds = createHolds();
+  const holds = createHolds<RecordedFalRequest>();
   const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
 
@@ -210,8 +225,8 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
       return;
     }
 
+    await holds.pass(recorded);
     if (recorded.kind === 'submit') {
-      await holds.pass();
       const script = scripts.take() ?? {};
       if (script.submit) {
         send(res, script.submit);
@@ -294,7 +309,11 @@ export async function startFakeFal(opts: FakeFalOptions = {}): Promise<FakeFal> 
     respondWith(script, o = {}) {
       scripts.add(script, o.times);
     },
-    hold: holds.hold,
+    hold: (o = {}) =>
+      holds.hold({
+        match: (r) => r.kind === (o.kind ?? 'submit') && (o.requestId === undefined || r.requestId === o.requestId),
+        ...(o.times !== undefined ? { times: o.times } : {}),
+      }),
     waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;

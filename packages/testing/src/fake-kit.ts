@@ -5,33 +5,56 @@ import type { AddressInfo } from 'node:net';
  * The test-control parts every fake upstream shares: holding requests until a test releases them,
  * and waiting until a number of requests has arrived.
  */
-export interface Holds {
-  /** hold every request that reaches `pass()` until the returned function is called */
-  hold(): () => void;
-  /** resolves once no hold is left that was in place when it was called */
-  pass(): Promise<void>;
+export interface HoldOptions<T> {
+  /** hold only the requests this accepts (a request that reaches `pass()` without a subject is not held) */
+  match?: (subject: T) => boolean;
+  /** hold only the first `times` matching requests; later ones pass (default: every one) */
+  times?: number;
+}
+
+export interface Holds<T = unknown> {
+  /** hold every request that reaches `pass()` (or those `opts` picks) until the returned function is called */
+  hold(opts?: HoldOptions<T>): () => void;
+  /** resolves once no hold is left that was in place when it was called and caught this request */
+  pass(subject?: T): Promise<void>;
   releaseAll(): void;
 }
 
-export function createHolds(): Holds {
-  const holds = new Set<Promise<void>>();
+export function createHolds<T = unknown>(): Holds<T> {
+  interface Hold {
+    done: Promise<void>;
+    match: ((subject: T) => boolean) | undefined;
+    /** matching requests it may still catch */
+    left: number;
+  }
+  const holds = new Set<Hold>();
   const releases = new Set<() => void>();
   return {
-    hold() {
+    hold(opts = {}) {
       let release!: () => void;
-      const p = new Promise<void>((resolve) => {
-        release = () => {
-          holds.delete(p);
-          releases.delete(release);
-          resolve();
-        };
-      });
-      holds.add(p);
+      const entry: Hold = {
+        done: new Promise<void>((resolve) => {
+          release = () => {
+            holds.delete(entry);
+            releases.delete(release);
+            resolve();
+          };
+        }),
+        match: opts.match,
+        left: opts.times ?? Number.POSITIVE_INFINITY,
+      };
+      holds.add(entry);
       releases.add(release);
       return release;
     },
-    pass: async () => {
-      await Promise.all(holds);
+    pass: async (subject) => {
+      const caught: Promise<void>[] = [];
+      for (const h of holds) {
+        if (h.left <= 0 || (h.match && (subject === undefined || !h.match(subject)))) continue;
+        h.left--;
+        caught.push(h.done);
+      }
+      await Promise.all(caught);
     },
     releaseAll() {
       for (const r of [...releases]) r();

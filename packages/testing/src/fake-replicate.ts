@@ -19,7 +19,9 @@ import { generatedImage } from './fixtures';
  *
  * A prediction is created `starting`; every GET moves it one step along its plan (default: straight
  * to `succeeded`), so a test can script `starting`/`processing` polls and the final outcome.
- * `Prefer: wait` on create runs the plan to its end before answering.
+ * `Prefer: wait` on create runs the plan to its end before answering. Predictions outlive the calls
+ * that created them (until `reset()`): a later client can read one another created, and an id the
+ * fake never issued is a 404, as on Replicate.
  */
 
 export type PredictionStatus = 'starting' | 'processing' | 'succeeded' | 'failed' | 'canceled' | 'aborted';
@@ -92,6 +94,15 @@ export interface FakePrediction {
   cancelRequests: number;
 }
 
+export interface ReplicateHoldOptions {
+  /** only requests of this route; default every API request */
+  route?: ReplicateRoute;
+  /** only the routes of this prediction (get, cancel) */
+  predictionId?: string;
+  /** only the first `times` matching requests (later ones are answered); default every one */
+  times?: number;
+}
+
 export interface FakeReplicateOptions {
   /** require `Authorization: Bearer <apiToken>` on API routes (401 problem JSON otherwise) */
   apiToken?: string;
@@ -103,7 +114,7 @@ export interface FakeReplicate {
   readonly origin: string;
   /** every request received, in order (output downloads included) */
   readonly requests: ReplicateRecordedRequest[];
-  /** every prediction created, in order */
+  /** every prediction created, in order: its length is the number of paid requests */
   readonly predictions: FakePrediction[];
   /**
    * Script the next `times` (default 1; `Infinity` for all) responses of API requests, of one
@@ -112,8 +123,12 @@ export interface FakeReplicate {
   respondWith(response: ReplicateFakeResponse | ReplicateFakeHandler, opts?: { times?: number; route?: ReplicateRoute }): void;
   /** how the next `times` (default 1) created predictions progress; unplanned ones succeed at the first GET */
   planPredictions(plan: PredictionPlan, opts?: { times?: number }): void;
-  /** hold every API request (after recording it) until the returned function is called */
-  hold(): () => void;
+  /**
+   * Hold API requests (after recording them) until the returned function is called: every one, or
+   * what `opts` picks; e.g. `{route: 'get', times: 1}` leaves one poll unanswered, as a worker that
+   * died mid-wait, while later reads of the same prediction are answered.
+   */
+  hold(opts?: ReplicateHoldOptions): () => void;
   /** resolves once at least `count` requests have been recorded */
   waitForRequests(count: number): Promise<void>;
   /** forget requests, predictions and scripts; release holds */
@@ -166,7 +181,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
   const scripts: Script<ReplicateFakeResponse | ReplicateFakeHandler>[] = [];
   const plans = createScripts<PredictionPlan>();
   const files = new Map<string, { data: Buffer; type: string }>();
-  const holds = createHolds();
+  const holds = createHolds<{ route: ReplicateRoute; predictionId: string | undefined }>();
   const waiters = createRequestWaiters(() => requests.length);
   let origin = '';
 
@@ -339,7 +354,7 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
       return;
     }
 
-    await holds.pass();
+    await holds.pass({ route: kind, predictionId: predictionMatch?.[1] });
 
     const index = scripts.findIndex((s) => s.route === undefined || s.route === kind);
     const script = scripts[index];
@@ -402,7 +417,11 @@ export async function startFakeReplicate(opts: FakeReplicateOptions = {}): Promi
     planPredictions(plan, o = {}) {
       plans.add(plan, o.times);
     },
-    hold: holds.hold,
+    hold: (o = {}) =>
+      holds.hold({
+        match: (r) => (o.route === undefined || r.route === o.route) && (o.predictionId === undefined || r.predictionId === o.predictionId),
+        ...(o.times !== undefined ? { times: o.times } : {}),
+      }),
     waitForRequests: waiters.waitFor,
     reset() {
       requests.length = 0;

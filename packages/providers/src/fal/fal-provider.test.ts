@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import sharp from 'sharp';
 // deep imports: the package index also exports the integration harness (databases, servers)
@@ -279,17 +280,50 @@ describe('fal error classification', () => {
     expect(Date.now() - started).toBeLessThan(900);
   });
 
-  it('the deadline during polling is upstream_timeout and cancels the queued request', async () => {
-    fake.respondWith({ neverComplete: true });
-    const err = await editError(provider({ timeoutMs: 300, pollIntervalMs: 20 }).edit(request()));
+  it('the deadline during polling is upstream_timeout, leaves the request running, and a retry collects it', async () => {
+    // the model takes longer than one attempt's deadline: at most ~15 polls fit in 300 ms at 20 ms apart
+    fake.respondWith({ pending: Array(40).fill('IN_PROGRESS') });
+    let recorded: string[] = [];
+    const err = await editError(
+      provider({ timeoutMs: 300, pollIntervalMs: 20 }).edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+        },
+      }),
+    );
     expect([err.code, err.retryable]).toEqual(['upstream_timeout', true]);
-    const cancel = fake.requests.find((r) => r.kind === 'cancel');
-    expect([cancel?.method, cancel?.path, cancel?.headers.authorization]).toEqual([
-      'PUT',
-      `/fal-ai/flux-pro/requests/${fake.submissions[0]!.requestId}/cancel`,
-      `Key ${API_KEY}`,
-    ]);
-    expect(fake.submissions[0]!.cancelled).toBe(true);
+    const requestId = fake.submissions[0]!.requestId;
+    expect(recorded).toEqual([requestId]);
+    await sleep(50); // a cancel sent late would have arrived by now
+    expect(kinds()).not.toContain('cancel');
+    expect(fake.submissions[0]!.cancelled).toBe(false);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request(), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.submissions).toHaveLength(1);
+    expect(kinds().filter((k) => k === 'submit')).toHaveLength(1);
+    expect(reported).toEqual([]);
+    expect(fake.requests.filter((r) => r.kind === 'result').map((r) => r.requestId)).toEqual([requestId]);
+    expect(kinds()).not.toContain('cancel');
+    expect(result.images).toHaveLength(1);
+  });
+
+  it("the deadline while resuming leaves the request running too, a caller's signal that did not fire notwithstanding", async () => {
+    fake.respondWith({ neverComplete: true });
+    let recorded: string[] = [];
+    await editError(
+      provider({ timeoutMs: 200, pollIntervalMs: 20 }).edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+        },
+      }),
+    );
+    const timedOut = await editError(provider({ timeoutMs: 200, pollIntervalMs: 20 }).edit(request(), { resume: recorded, signal: new AbortController().signal }));
+    expect([timedOut.code, timedOut.retryable]).toEqual(['upstream_timeout', true]);
+    await sleep(50);
+    expect(kinds()).not.toContain('cancel');
+    expect(fake.submissions).toHaveLength(1);
+    expect(fake.submissions[0]!.cancelled).toBe(false);
   });
 
   it('the deadline during the submit is upstream_timeout', async () => {
@@ -314,6 +348,151 @@ describe('fal error classification', () => {
     const polls = kinds().filter((k) => k === 'status').length;
     await new Promise((r) => setTimeout(r, 100));
     expect(kinds().filter((k) => k === 'status')).toHaveLength(polls);
+  });
+});
+
+describe('fal: paid requests are resumed, not submitted again', () => {
+  const submits = () => kinds().filter((k) => k === 'submit').length;
+
+  it('reports the request_id to onSubmitted, and waits for it, before polling', async () => {
+    const seen: Array<{ ids: string[]; requests: string[] }> = [];
+    const result = await provider().edit(request(), {
+      onSubmitted: async (ids) => {
+        seen.push({ ids, requests: kinds() });
+        await sleep(50);
+        seen.push({ ids, requests: kinds() });
+      },
+    });
+    const id = fake.submissions[0]!.requestId;
+    expect(seen).toEqual([
+      { ids: [id], requests: ['submit'] },
+      { ids: [id], requests: ['submit'] },
+    ]);
+    expect(kinds()).toEqual(['submit', 'status', 'result', 'file']);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it('a retry collects the request of a worker that froze mid-wait, with no second submission', async () => {
+    fake.respondWith({ pending: ['IN_QUEUE', 'IN_PROGRESS'] });
+    const thaw = fake.hold({ kind: 'status', times: 1 }); // the first worker's first poll is never answered
+    let recorded: string[] = [];
+    const frozen = provider().edit(request({ outputFormat: 'png' }), {
+      onSubmitted: async (ids) => {
+        recorded = ids;
+      },
+    });
+    await fake.waitForRequests(2);
+    expect(recorded).toEqual([fake.submissions[0]!.requestId]);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request({ outputFormat: 'png' }), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.submissions).toHaveLength(1);
+    expect(submits()).toBe(1);
+    expect(reported).toEqual([]);
+    expect(kinds()).not.toContain('cancel');
+    expect(result.images).toHaveLength(1);
+    expect([result.images[0]!.format, ...(await dims(result.images[0]!.data))]).toEqual(['png', 256, 256]);
+
+    // the first worker, if it ever wakes, collects the same paid result
+    thaw();
+    expect((await frozen).images).toHaveLength(1);
+    expect(fake.submissions).toHaveLength(1);
+  });
+
+  it('an onSubmitted failure is thrown as it is, cancels nothing, and the retry resumes the request', async () => {
+    fake.respondWith({ pending: ['IN_PROGRESS', 'IN_PROGRESS'] });
+    const dbDown = new Error('database unavailable');
+    let recorded: string[] = [];
+    const err = await provider()
+      .edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+          throw dbDown;
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBe(dbDown);
+    expect(kinds()).toEqual(['submit']);
+    expect(fake.submissions[0]!.cancelled).toBe(false);
+
+    const result = await provider().edit(request(), { resume: recorded });
+    expect(submits()).toBe(1);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it('a resumed id fal does not know (404) is replaced by a new submission, which is reported', async () => {
+    const reported: string[][] = [];
+    const result = await provider().edit(request(), { resume: ['00000000-0000-0000-0000-000000000000'], onSubmitted: async (ids) => void reported.push(ids) });
+    expect(kinds()).toEqual(['status', 'submit', 'status', 'result', 'file']);
+    expect(fake.requests[0]!.path).toBe('/fal-ai/flux-pro/requests/00000000-0000-0000-0000-000000000000/status');
+    expect(submits()).toBe(1);
+    expect(reported).toEqual([[fake.submissions[0]!.requestId]]);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it('a resumed request that failed upstream is replaced by a new submission', async () => {
+    fake.respondWith({ result: { status: 500, body: { detail: 'Runner encountered an internal error', error_type: 'runner_server_error' } } });
+    let recorded: string[] = [];
+    const failed = await editError(
+      provider().edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+        },
+      }),
+    );
+    expect([failed.code, failed.retryable]).toEqual(['upstream_error', true]);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request(), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.submissions).toHaveLength(2);
+    const fresh = fake.submissions[1]!.requestId;
+    expect(fresh).not.toBe(recorded[0]);
+    expect(reported).toEqual([[fresh]]);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it('n > 4: resumes the requests recorded before the crash and submits only the missing one', async () => {
+    // the first worker dies right after recording its second request_id (its call never returns)
+    const recorded = await new Promise<string[]>((died) => {
+      void provider().edit(request({ n: 10 }), {
+        onSubmitted: async (ids) => {
+          if (ids.length < 2) return;
+          died(ids);
+          await new Promise(() => {});
+        },
+      });
+    });
+    expect(fake.submissions).toHaveLength(2);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request({ n: 10 }), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.submissions.map((s) => s.input.num_images)).toEqual([4, 4, 2]);
+    expect(reported).toEqual([[...recorded, fake.submissions[2]!.requestId]]);
+    expect(result.images).toHaveLength(10);
+    for (const img of result.images) expect(await dims(img.data)).toEqual([256, 256]);
+  });
+
+  it("the caller's abort cancels a resumed request too", async () => {
+    fake.respondWith({ neverComplete: true });
+    let recorded: string[] = [];
+    await provider()
+      .edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+          throw new Error('worker lost');
+        },
+      })
+      .catch(() => undefined);
+
+    const controller = new AbortController();
+    const pending = editError(provider({ pollIntervalMs: 20 }).edit(request(), { resume: recorded, signal: controller.signal }));
+    await fake.waitForRequests(3); // the submit, two polls of the resumed request
+    controller.abort();
+    const err = await pending;
+    expect([err.code, err.retryable]).toEqual(['aborted', false]);
+    expect(submits()).toBe(1);
+    expect(fake.submissions[0]!.cancelled).toBe(true);
+    expect(fake.requests.find((r) => r.kind === 'cancel')?.requestId).toBe(recorded[0]);
   });
 });
 

@@ -3,8 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createFalClient, type FalClient, type RequestMiddleware } from '@fal-ai/client';
 import { connectionError, errorFromStatus, redact } from '../shared/http-errors';
 import { maskHasEditRegion, whiteEditMask } from '../shared/masks';
-import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult } from '../types';
+import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderCallOptions, ProviderEditRequest, ProviderEditResult } from '../types';
 import { parseExactSize, resizeToCover, type Size, sniffFormat } from '../shared/images';
+import { OnSubmittedFailed, type RequestIds, requestIds } from '../shared/request-ids';
 import { ProviderError } from '../types';
 
 /**
@@ -19,8 +20,13 @@ import { ProviderError } from '../types';
  *   which the SDK does not consider retryable. The worker owns retries of a submit. Once a request
  *   is queued, though, a transient failure of a status/result poll is retried here (a few times,
  *   within the deadline): giving up would make the worker submit, and pay for, the work again.
- * - Our own deadline and the caller's signal bound everything, polling included; when either fires
- *   after a submit, the queued request is cancelled (best effort).
+ * - Our own deadline and the caller's signal bound everything, polling included. Only the caller's
+ *   abort cancels the queued request (best effort); at the deadline it is left running, for the
+ *   worker's retry to resume (see below) rather than pay for again.
+ * - Paid work is not repeated: each request_id is reported to `onSubmitted` before it is polled,
+ *   and a retry given them as `resume` polls them again instead of submitting (n > 4 takes one
+ *   request per 4 images: only the ones missing are submitted). A resumed request fal no longer
+ *   knows (404) or that failed (its result is an error) is replaced by a fresh submission.
  */
 
 const PROVIDER = 'fal';
@@ -29,7 +35,7 @@ const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
 const DEFAULT_POLL_INTERVAL_MS = 1000;
 /** consecutive transient failures of status/result polls tolerated for one queued request */
 const MAX_POLL_FAILURES = 3;
-/** how long a best-effort cancel may take once the job was aborted or timed out */
+/** how long a best-effort cancel may take once the caller aborted */
 const CANCEL_TIMEOUT_MS = 2000;
 const MAX_SEED = 2 ** 31 - 1;
 
@@ -81,7 +87,7 @@ export function createFalProvider(cfg: FalProviderConfig): EditProvider {
     timeoutMs: cfg.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     pollIntervalMs: cfg.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS,
   };
-  return { id: PROVIDER, edit: (request, options) => editImages(ctx, request, options?.signal) };
+  return { id: PROVIDER, edit: (request, options) => editImages(ctx, request, options) };
 }
 
 /**
@@ -144,7 +150,8 @@ function describeDetail(item: { loc?: unknown; msg?: unknown; type?: unknown }):
   return loc ? `${loc}: ${msg}` : msg;
 }
 
-async function editImages(ctx: Context, request: ProviderEditRequest, callerSignal: AbortSignal | undefined): Promise<ProviderEditResult> {
+async function editImages(ctx: Context, request: ProviderEditRequest, options: ProviderCallOptions | undefined): Promise<ProviderEditResult> {
+  const callerSignal = options?.signal;
   const deadline = AbortSignal.timeout(ctx.timeoutMs);
   const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline;
   try {
@@ -162,6 +169,7 @@ async function editImages(ctx: Context, request: ProviderEditRequest, callerSign
     const outputFormat = request.outputFormat ?? 'png';
     const n = Math.max(1, request.n || 1);
     const calls = Math.ceil(n / model.maxImagesPerCall);
+    const ids = requestIds(calls, options);
     const seed0 = randomInt(0, MAX_SEED - calls);
     const baseInput = {
       prompt: request.prompt,
@@ -176,11 +184,12 @@ async function editImages(ctx: Context, request: ProviderEditRequest, callerSign
     for (let call = 0; images.length < n; call++) {
       const count = Math.min(model.maxImagesPerCall, n - images.length);
       // one seed per call: a batch of num_images already varies within itself
-      const output = await runQueued(ctx, request.model, { ...baseInput, num_images: count, seed: seed0 + call }, signal);
+      const output = await runQueued(ctx, request.model, { ...baseInput, num_images: count, seed: seed0 + call }, { signal, callerSignal }, ids, call);
       for (const image of await toImages(output, count, signal)) images.push(target ? await resizeToCover(image, target) : image);
     }
     return { images };
   } catch (err) {
+    if (err instanceof OnSubmittedFailed) throw err.cause;
     throw classifyError(ctx, err, callerSignal, deadline);
   }
 }
@@ -225,26 +234,65 @@ function dataUri(data: Buffer, mime: string): string {
   return `data:${mime};base64,${data.toString('base64')}`;
 }
 
-/** Submits one request, polls it to the end and returns the model's output (the result's `data`). */
-async function runQueued(ctx: Context, model: string, input: Record<string, unknown>, signal: AbortSignal): Promise<unknown> {
+interface Signals {
+  /** the caller's signal and our deadline together: bounds every upstream call */
+  signal: AbortSignal;
+  /** the caller's alone: only its abort cancels a queued request */
+  callerSignal: AbortSignal | undefined;
+}
+
+/**
+ * The output of the call in `slot`: its resumed request's, or else (none, unknown to fal, failed)
+ * a fresh submission's, whose request_id is recorded before it is polled.
+ */
+async function runQueued(ctx: Context, model: string, input: Record<string, unknown>, signals: Signals, ids: RequestIds, slot: number): Promise<unknown> {
+  const { signal } = signals;
+  const resumed = ids.resumed(slot);
+  if (resumed) {
+    const output = await collect(ctx, model, resumed, signals, true);
+    if (output) return output.data;
+  }
   const { request_id: requestId } = await ctx.client.queue.submit(model, { input, abortSignal: signal });
   if (typeof requestId !== 'string' || !requestId) throw invalidResponse('the queue submit answered without a request_id');
+  // outside collect: a failure to record the id cancels nothing
+  await ids.record(slot, requestId);
+  const output = await collect(ctx, model, requestId, signals, false);
+  return output?.data;
+}
+
+/**
+ * Polls a queued request to its end and returns the model's output (the result's `data`). For a
+ * resumed request, undefined when fal does not know it (404) or it failed (the result is an
+ * error other than an auth failure or a 429): the caller submits afresh.
+ */
+async function collect(ctx: Context, model: string, requestId: string, signals: Signals, resumed: boolean): Promise<{ data: unknown } | undefined> {
+  const { signal, callerSignal } = signals;
   try {
     // fal reports a failed request as COMPLETED too: the result call then answers with its error
-    await poll(ctx, signal, async () => {
-      const status = await ctx.client.queue.status(model, { requestId, abortSignal: signal });
-      return PENDING.has(String(status.status));
-    });
+    try {
+      await poll(ctx, signal, async () => {
+        const status = await ctx.client.queue.status(model, { requestId, abortSignal: signal });
+        return PENDING.has(String(status.status));
+      });
+    } catch (err) {
+      if (resumed && !signal.aborted && err instanceof ProviderError && err.status === 404) return undefined;
+      throw err;
+    }
     let data: unknown;
-    await poll(ctx, signal, async () => {
-      data = (await ctx.client.queue.result(model, { requestId, abortSignal: signal })).data;
-      return false;
-    });
-    return data;
+    try {
+      await poll(ctx, signal, async () => {
+        data = (await ctx.client.queue.result(model, { requestId, abortSignal: signal })).data;
+        return false;
+      });
+    } catch (err) {
+      if (resumed && !signal.aborted && err instanceof ProviderError && err.status !== null && ![401, 403, 429].includes(err.status)) return undefined;
+      throw err;
+    }
+    return { data };
   } catch (err) {
-    // Stop paying for work nobody will collect. Best effort: the outcome of a cancel changes nothing
-    // for this job, which fails with the abort/timeout either way.
-    if (signal.aborted) {
+    // A caller's abort means nobody will collect the work: stop paying for it (best effort). Not at
+    // our deadline: the request is paid for already, and the worker's retry resumes it.
+    if (callerSignal?.aborted) {
       await ctx.client.queue.cancel(model, { requestId, abortSignal: AbortSignal.timeout(CANCEL_TIMEOUT_MS) }).catch(() => undefined);
     }
     throw err;

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import sharp from 'sharp';
 // deep imports: the package index also exports the integration harness (databases, servers)
@@ -322,6 +323,154 @@ describe('Replicate provider: prediction lifecycle', () => {
   });
 });
 
+describe('Replicate provider: paid predictions are resumed, not created again', () => {
+  const creates = () => fake.requests.filter((r) => r.method === 'POST' && !r.path.endsWith('/cancel')).length;
+
+  it('reports the prediction id to onSubmitted, and waits for it, before polling', async () => {
+    const seen: Array<{ ids: string[]; calls: string[] }> = [];
+    const result = await provider().edit(request(), {
+      onSubmitted: async (ids) => {
+        seen.push({ ids, calls: calls() });
+        await sleep(50);
+        seen.push({ ids, calls: calls() });
+      },
+    });
+    const id = fake.predictions[0]!.id;
+    const created = ['POST /v1/models/black-forest-labs/flux-fill-pro/predictions'];
+    expect(seen).toEqual([
+      { ids: [id], calls: created },
+      { ids: [id], calls: created },
+    ]);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it('a retry collects the prediction of a worker that froze mid-wait, with no second prediction', async () => {
+    fake.planPredictions({ steps: ['processing', 'processing'] });
+    const thaw = fake.hold({ route: 'get', times: 1 }); // the first worker's first poll is never answered
+    let recorded: string[] = [];
+    const frozen = provider().edit(request({ outputFormat: 'png' }), {
+      onSubmitted: async (ids) => {
+        recorded = ids;
+      },
+    });
+    await fake.waitForRequests(2);
+    expect(recorded).toEqual([fake.predictions[0]!.id]);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request({ outputFormat: 'png' }), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.predictions).toHaveLength(1);
+    expect(creates()).toBe(1);
+    expect(reported).toEqual([]);
+    expect(fake.predictions[0]!.cancelRequests).toBe(0);
+    const meta = await sharp(result.images[0]!.data).metadata();
+    expect([result.images.length, meta.format, meta.width, meta.height]).toEqual([1, 'png', 256, 256]);
+
+    // the first worker, if it ever wakes, collects the same paid output
+    thaw();
+    expect((await frozen).images).toHaveLength(1);
+    expect(fake.predictions).toHaveLength(1);
+  });
+
+  it('an onSubmitted failure is thrown as it is, cancels nothing, and the retry resumes the prediction', async () => {
+    fake.planPredictions({ steps: ['processing'] });
+    const dbDown = new Error('database unavailable');
+    let recorded: string[] = [];
+    const err = await provider()
+      .edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+          throw dbDown;
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBe(dbDown);
+    expect(calls()).toEqual(['POST /v1/models/black-forest-labs/flux-fill-pro/predictions']);
+
+    const result = await provider().edit(request(), { resume: recorded });
+    expect(creates()).toBe(1);
+    expect(fake.predictions[0]!.cancelRequests).toBe(0);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it('a resumed id Replicate does not know (404) is replaced by a new prediction, which is reported', async () => {
+    const reported: string[][] = [];
+    const result = await provider().edit(request(), { resume: ['zzzzzzzzzzzzzzzzzzzzzzzzzz'], onSubmitted: async (ids) => void reported.push(ids) });
+    expect(calls()).toEqual([
+      'GET /v1/predictions/:id',
+      'POST /v1/models/black-forest-labs/flux-fill-pro/predictions',
+      'GET /v1/predictions/:id',
+      'GET /files/:name',
+    ]);
+    expect(fake.requests[0]!.path).toBe('/v1/predictions/zzzzzzzzzzzzzzzzzzzzzzzzzz');
+    expect(reported).toEqual([[fake.predictions[0]!.id]]);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it.each(['failed', 'canceled'] as const)('a resumed prediction that %s is replaced by a new one', async (status) => {
+    fake.planPredictions({ outcome: status === 'failed' ? { status, error: 'CUDA error: out of memory' } : { status } });
+    let recorded: string[] = [];
+    const first = await editError(
+      provider().edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+        },
+      }),
+    );
+    expect(first.retryable).toBe(true);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request(), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.predictions.map((p) => p.status)).toEqual([status, 'succeeded']);
+    expect(reported).toEqual([[fake.predictions[1]!.id]]);
+    expect(result.images).toHaveLength(1);
+  });
+
+  it('n predictions: resumes the ones recorded before the crash and creates only the missing one', async () => {
+    fake.planPredictions({ steps: ['processing'] }, { times: 2 });
+    // the first worker dies right after recording its second prediction id (its call never returns)
+    const recorded = await new Promise<string[]>((died) => {
+      void provider().edit(request({ n: 3 }), {
+        onSubmitted: async (ids) => {
+          if (ids.length < 2) return;
+          died(ids);
+          await new Promise(() => {});
+        },
+      });
+    });
+    expect(fake.predictions).toHaveLength(2);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request({ n: 3 }), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.predictions).toHaveLength(3);
+    expect(creates()).toBe(3);
+    expect(reported).toEqual([[...recorded, fake.predictions[2]!.id]]);
+    expect(fake.predictions.map((p) => p.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    expect(result.images).toHaveLength(3);
+  });
+
+  it("the caller's abort cancels a resumed prediction too", async () => {
+    fake.planPredictions({ steps: Array(1000).fill('processing') });
+    let recorded: string[] = [];
+    await provider()
+      .edit(request(), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+          throw new Error('worker lost');
+        },
+      })
+      .catch(() => undefined);
+
+    const controller = new AbortController();
+    const pending = editError(provider().edit(request(), { resume: recorded, signal: controller.signal }));
+    await fake.waitForRequests(3); // the create, two reads of the resumed prediction
+    controller.abort();
+    const err = await pending;
+    expect([err.code, err.retryable]).toEqual(['aborted', false]);
+    expect(creates()).toBe(1);
+    expect([fake.predictions[0]!.status, fake.predictions[0]!.cancelRequests]).toEqual(['canceled', 1]);
+  });
+});
+
 describe('Replicate provider: HTTP errors', () => {
   it('429 with retry-after is rate_limited with retryAfterMs, and the SDK does not retry it itself', async () => {
     fake.respondWith(replicateProblem(429, 'Request was throttled.', 'Request was throttled. Expected available in 2 seconds.', { 'retry-after': '2' }));
@@ -394,10 +543,52 @@ describe('Replicate provider: HTTP errors', () => {
     }
   });
 
-  it('a prediction that outlives the deadline is upstream_timeout and gets cancelled', async () => {
-    fake.planPredictions({ steps: Array(1000).fill('processing') });
-    const err = await editError(provider({ timeoutMs: 300 }).edit(request()));
+  it('predictions that outlive the deadline are upstream_timeout, left running, and a retry collects them', async () => {
+    // slower than one attempt's deadline: at most ~30 reads fit in 300 ms at 10 ms apart
+    fake.planPredictions({ steps: Array(60).fill('processing') }, { times: 2 });
+    let recorded: string[] = [];
+    const err = await editError(
+      provider({ timeoutMs: 300 }).edit(request({ n: 2 }), {
+        onSubmitted: async (ids) => {
+          recorded = ids;
+        },
+      }),
+    );
     expect([err.code, err.retryable]).toEqual(['upstream_timeout', true]);
-    expect(fake.predictions[0]!.status).toBe('canceled');
+    expect(recorded).toEqual(fake.predictions.map((p) => p.id));
+    await sleep(50); // a cancel sent late would have arrived by now
+    expect(calls().filter((c) => c.endsWith('/cancel'))).toEqual([]);
+    expect(fake.predictions.map((p) => [p.status, p.cancelRequests])).toEqual([
+      ['processing', 0],
+      ['processing', 0],
+    ]);
+
+    const reported: string[][] = [];
+    const result = await provider().edit(request({ n: 2 }), { resume: recorded, onSubmitted: async (ids) => void reported.push(ids) });
+    expect(fake.predictions).toHaveLength(2);
+    expect(fake.requests.filter((r) => r.method === 'POST' && !r.path.endsWith('/cancel'))).toHaveLength(2);
+    expect(reported).toEqual([]);
+    expect(calls().filter((c) => c.endsWith('/cancel'))).toEqual([]);
+    expect(fake.predictions.map((p) => p.status)).toEqual(['succeeded', 'succeeded']);
+    expect(result.images).toHaveLength(2);
+  });
+
+  it('the deadline while creating the next prediction leaves the started one running', async () => {
+    fake.planPredictions({ steps: Array(1000).fill('processing') });
+    let release = () => {};
+    const err = await editError(
+      provider({ timeoutMs: 300 }).edit(request({ n: 2 }), {
+        onSubmitted: async () => {
+          release = fake.hold({ route: 'create', times: 1 }); // the second create is never answered in time
+        },
+      }),
+    );
+    expect([err.code, err.retryable]).toEqual(['upstream_timeout', true]);
+    await sleep(50);
+    expect(calls().filter((c) => c.endsWith('/cancel'))).toEqual([]);
+    expect([fake.predictions[0]!.status, fake.predictions[0]!.cancelRequests]).toEqual(['starting', 0]);
+    // let the held create end here, not in a later test
+    release();
+    while (fake.predictions.length < 2) await sleep(5);
   });
 });

@@ -4,16 +4,18 @@ import Replicate from 'replicate';
 import sharp from 'sharp';
 import { connectionError, errorFromStatus, redact } from '../shared/http-errors';
 import { maskHasEditRegion, whiteEditMask } from '../shared/masks';
-import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult } from '../types';
+import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderCallOptions, ProviderEditRequest, ProviderEditResult } from '../types';
 import { ProviderError } from '../types';
 import { sniffFormat } from '../shared/images';
+import { OnSubmittedFailed, type RequestIds, requestIds } from '../shared/request-ids';
 
 /**
  * FLUX Fill on Replicate, through the official `replicate` SDK: a prediction is created with
  * `POST {baseURL}/models/{owner}/{name}/predictions` (official models need no version), then read
  * with `GET {baseURL}/predictions/{id}` every `pollIntervalMs` until it is `succeeded`, `failed`,
- * `canceled` or `aborted`. If the caller aborts, the deadline passes or anything else goes wrong
- * while a prediction runs, it is cancelled (`POST /predictions/{id}/cancel`) so it stops costing.
+ * `canceled` or `aborted`. If the caller aborts or anything else goes wrong while a prediction
+ * runs, it is cancelled (`POST /predictions/{id}/cancel`) so it stops costing; but at our own
+ * deadline it is left running, for the worker's retry to resume (see below) rather than pay again.
  *
  * Inputs travel as data URIs (`data:image/png;base64,...`) in the JSON body: no files API round
  * trip, nothing left in the account's file storage, and the request is self-contained, so a retry
@@ -29,6 +31,12 @@ import { sniffFormat } from '../shared/images';
  *
  * flux-fill-pro makes one image per prediction, so `n` images are `n` predictions run side by side
  * with seeds seed0, seed0+1, ...; flux-fill-dev makes up to 4 (`num_outputs`) per prediction.
+ *
+ * Paid work is not repeated: predictions are created one after another, each id reported to
+ * `onSubmitted` before any is polled, and a retry given those ids as `resume` reads them again
+ * instead of creating new ones (only the missing ones are created). A resumed prediction Replicate
+ * does not know (404), that failed, was canceled or aborted, or whose output is gone, is replaced
+ * by a new one.
  */
 
 export interface ReplicateProviderConfig {
@@ -113,7 +121,7 @@ export function createReplicateProvider(cfg: ReplicateProviderConfig): EditProvi
     pollIntervalMs: cfg.pollIntervalMs ?? DEFAULT_POLL_INTERVAL_MS,
     errorBodies,
   };
-  return { id: PROVIDER, edit: (request, options) => editImages(ctx, request, options?.signal) };
+  return { id: PROVIDER, edit: (request, options) => editImages(ctx, request, options) };
 }
 
 /**
@@ -144,7 +152,8 @@ function singleShotFetch(errorBodies: WeakMap<Response, string>): typeof fetch {
   };
 }
 
-async function editImages(ctx: Context, request: ProviderEditRequest, callerSignal: AbortSignal | undefined): Promise<ProviderEditResult> {
+async function editImages(ctx: Context, request: ProviderEditRequest, options: ProviderCallOptions | undefined): Promise<ProviderEditResult> {
+  const callerSignal = options?.signal;
   const deadline = AbortSignal.timeout(ctx.timeoutMs);
   const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline;
   try {
@@ -176,14 +185,21 @@ async function editImages(ctx: Context, request: ProviderEditRequest, callerSign
     // seeds a batch apart: a multi-output prediction may count up from its seed for its later images
     const seed0 = randomInt(0, MAX_SEED - n + 1);
 
-    const urls = await allOrCancel(
+    // Our deadline cancels nothing: the predictions are paid for already and the worker's retry resumes them.
+    const cancels = () => !deadline.aborted || callerSignal?.aborted === true;
+    const started = await startPredictions(
+      ctx,
+      request.model,
       batches.map((outputs, i) => ({ ...input, ...spec.extraInput(outputs), seed: seed0 + i * spec.maxOutputs })),
-      (batchInput, batchSignal) => runPrediction(ctx, request.model, batchInput, batchSignal),
+      requestIds(batches.length, options),
       signal,
+      cancels,
     );
+    const urls = await allOrCancel(started, (prediction, batchSignal) => runPrediction(ctx, request.model, prediction, batchSignal, cancels), signal);
     const images = await Promise.all(urls.flat().map((url) => download(url, signal)));
     return { images: await Promise.all(images.map((img) => fitToSize(img, target, request.outputCompression))) };
   } catch (err) {
+    if (err instanceof OnSubmittedFailed) throw err.cause;
     throw classifyError(ctx, err, callerSignal, deadline);
   }
 }
@@ -235,10 +251,10 @@ function parseSize(request: ProviderEditRequest): { width: number; height: numbe
 
 /**
  * Runs one job per input side by side. When one fails, the others are aborted (which cancels their
- * predictions) and, once every one has settled, the first failure is thrown: never a sibling's
- * "aborted", and no request is still in flight when the edit call returns.
+ * predictions, unless at the deadline) and, once every one has settled, the first failure is thrown:
+ * never a sibling's "aborted", and no call of ours is still in flight when the edit call returns.
  */
-async function allOrCancel<T>(inputs: Record<string, unknown>[], run: (input: Record<string, unknown>, signal: AbortSignal) => Promise<T>, signal: AbortSignal): Promise<T[]> {
+async function allOrCancel<I, T>(inputs: I[], run: (input: I, signal: AbortSignal) => Promise<T>, signal: AbortSignal): Promise<T[]> {
   const siblings = new AbortController();
   const groupSignal = AbortSignal.any([signal, siblings.signal]);
   let failure: { err: unknown } | undefined;
@@ -255,16 +271,64 @@ async function allOrCancel<T>(inputs: Record<string, unknown>[], run: (input: Re
   return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
 }
 
-/** Creates one prediction and polls it to its end; returns its output URLs. */
-async function runPrediction(ctx: Context, model: string, input: Record<string, unknown>, signal: AbortSignal): Promise<string[]> {
-  let prediction = await ctx.client.predictions.create({ model, input, signal });
+/**
+ * One prediction per input, in order: the resumed one of its slot if it can still give its output,
+ * else a new one, whose id is recorded before the next is started. If anything fails, the ones
+ * started are cancelled, unless it was recording an id or `cancels()` says no.
+ */
+async function startPredictions(
+  ctx: Context,
+  model: string,
+  inputs: Record<string, unknown>[],
+  ids: RequestIds,
+  signal: AbortSignal,
+  cancels: () => boolean,
+): Promise<Prediction[]> {
+  const started: Prediction[] = [];
+  try {
+    for (const [slot, input] of inputs.entries()) {
+      const id = ids.resumed(slot);
+      const resumed = id ? await resumePrediction(ctx, id, signal) : undefined;
+      if (resumed) {
+        started.push(resumed);
+        continue;
+      }
+      const created = await ctx.client.predictions.create({ model, input, signal });
+      started.push(created);
+      await ids.record(slot, created.id);
+    }
+    return started;
+  } catch (err) {
+    if (!(err instanceof OnSubmittedFailed) && cancels()) await Promise.all(started.filter((p) => !TERMINAL.has(p.status)).map((p) => cancelQuietly(ctx, p.id)));
+    throw err;
+  }
+}
+
+/** A prediction an earlier attempt created, or undefined when it cannot give its output any more. */
+async function resumePrediction(ctx: Context, id: string, signal: AbortSignal): Promise<Prediction | undefined> {
+  let prediction: Prediction;
+  try {
+    prediction = await getPrediction(ctx, id, signal);
+  } catch (err) {
+    if (!signal.aborted && err instanceof ProviderError && err.status === 404) return undefined;
+    throw err;
+  }
+  if (prediction.status === 'failed' || prediction.status === 'canceled' || prediction.status === 'aborted') return undefined;
+  // outputs are deleted an hour after the prediction ends
+  if (prediction.status === 'succeeded' && prediction.data_removed) return undefined;
+  return prediction;
+}
+
+/** Polls a started prediction to its end; returns its output URLs. A failure cancels it if `cancels()`. */
+async function runPrediction(ctx: Context, model: string, started: Prediction, signal: AbortSignal, cancels: () => boolean): Promise<string[]> {
+  let prediction = started;
   try {
     while (!TERMINAL.has(prediction.status)) {
       await delay(ctx.pollIntervalMs, undefined, { signal });
       prediction = await getPrediction(ctx, prediction.id, signal);
     }
   } catch (err) {
-    await cancelQuietly(ctx, prediction.id);
+    if (cancels()) await cancelQuietly(ctx, prediction.id);
     throw err;
   }
   return outputUrls(ctx, model, prediction);
