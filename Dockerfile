@@ -1,11 +1,13 @@
 FROM node:20-bookworm-slim
 WORKDIR /app
-RUN apt-get update && apt-get install -y --no-install-recommends procps && rm -rf /var/lib/apt/lists/*
+# tini: PID 1 forwards SIGTERM to node and reaps zombies; procps: the worker's healthcheck (pgrep)
+RUN apt-get update && apt-get install -y --no-install-recommends procps tini && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 COPY apps/api/package.json apps/api/
 COPY apps/worker/package.json apps/worker/
 COPY packages/core/package.json packages/core/
 COPY packages/db/package.json packages/db/
+COPY packages/edits/package.json packages/edits/
 COPY packages/queue/package.json packages/queue/
 COPY packages/storage/package.json packages/storage/
 COPY packages/providers/package.json packages/providers/
@@ -17,4 +19,7 @@ COPY . .
 RUN npm run db:generate
 ENV NODE_ENV=production PORT=8080
 EXPOSE 8080
-CMD ["npm", "run", "start:api"]
+# node itself gets the signals (no npm or tsx CLI in between): SIGTERM drains within SHUTDOWN_TIMEOUT_MS.
+# `-s`: tini still reaps when it is not PID 1 (compose's `init: true` puts docker-init in front of it)
+ENTRYPOINT ["tini", "-s", "--"]
+CMD ["node", "--import", "tsx", "apps/api/src/main.ts"]

@@ -33,18 +33,32 @@ async function main(): Promise<void> {
   const models = [...api.deps.routes.values()].filter((r) => !r.aliasOf).map((r) => r.id).join(', ');
   console.log(`\nimage-edits is running at ${api.url}\n  models: ${models}\n  create an API key:  npm run keys -- create --name me\n  then:  curl ${api.url}/v1/models -H "Authorization: Bearer $KEY"\n`);
 
+  // SIGTERM/SIGINT: the API drains first (stops accepting, finishes open requests while the worker
+  // still runs their jobs), then the worker (takes no new job, finishes those in flight); all within
+  // SHUTDOWN_TIMEOUT_MS of the signal, else exit 1 anyway. A repeated signal changes nothing.
+  const timeoutMs = config.env.SHUTDOWN_TIMEOUT_MS;
   let closing = false;
   const shutdown = async (signal: string) => {
     if (closing) return;
     closing = true;
-    console.log(`${signal}: stopping (jobs in flight finish first)`);
-    await api.close();
+    console.log(`${signal}: stopping (open requests and jobs in flight finish first, within ${timeoutMs} ms)`);
+    setTimeout(() => {
+      console.error(`shutdown cut short: SHUTDOWN_TIMEOUT_MS (${timeoutMs} ms) passed with work in flight; exiting`);
+      process.exit(1);
+    }, timeoutMs).unref();
+    const { drained } = await api.close();
     await worker.close();
     await localS3?.close();
-    process.exit(0);
+    console.log(drained ? 'stopped: everything in flight finished' : 'stopped: SHUTDOWN_TIMEOUT_MS cut open requests short');
+    process.exit(drained ? 0 : 1);
   };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  const onSignal = (signal: string) =>
+    shutdown(signal).catch((err: unknown) => {
+      console.error('shutdown failed', err);
+      process.exit(1);
+    });
+  process.on('SIGTERM', () => void onSignal('SIGTERM'));
+  process.on('SIGINT', () => void onSignal('SIGINT'));
 }
 
 main().catch((err: unknown) => {

@@ -127,3 +127,16 @@ describe('the orphan sweep', () => {
     expect(await keys(`jobs/${orphan}/`)).toEqual([]);
   });
 });
+
+describe('the embedded S3 past 1,000 objects', () => {
+  it('lists and deletes a prefix of 2,100 keys page by page (s3rver cannot make ListObjectsV2 tokens on Node 20)', async () => {
+    const prefix = 'jobs/job_manykeys/';
+    const all = Array.from({ length: 2100 }, (_, i) => `${prefix}${String(i).padStart(5, '0')}`);
+    for (let i = 0; i < all.length; i += 50) await Promise.all(all.slice(i, i + 50).map(put));
+    const first = await store.listKeys(prefix);
+    expect(first.truncated).toBe(true);
+    expect(await keys(prefix)).toEqual(all);
+    expect(await store.deletePrefix(prefix)).toBe(2100);
+    expect(await keys(prefix)).toEqual([]);
+  }, 120_000);
+});

@@ -20,4 +20,6 @@ export interface ApiDeps {
   routes: Map<string, ModelRoute>;
   logger: Logger;
   uploadDir: string;
+  /** the process is shutting down: `draining` flips at SIGTERM; `waitDeadline` aborts when waiting requests must answer (SHUTDOWN_TIMEOUT_MS minus a margin of ~2 s after the SIGTERM), so a sync waiter can still answer 504 + Location before the process exits */
+  lifecycle: { draining: boolean; waitDeadline: AbortSignal };
 }

@@ -1,12 +1,14 @@
-import { editCost, type JobError, type ProviderSettings } from '@image-edits/core';
-import { emitJobEvent, getJob, markFailed, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, type Db, type WebhookEnqueuer } from '@image-edits/db';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dependencyOf, editCost, isDependencyError, type JobError, type ProviderSettings } from '@image-edits/core';
+import { type Db, getJob, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, recordProviderRequest, type WebhookEnqueuer } from '@image-edits/db';
 import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
-import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent } from '@image-edits/queue';
+import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent, RetryLater } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { onJobFinished } from './batches/deps';
+import { announceEnd, emitWebhooks, failJob } from './job-end';
 
 export interface WorkerDeps {
   db: Db;
@@ -25,14 +27,81 @@ export interface WorkerDeps {
   /** a batch child that was its batch's last request has the batch's files written (finalize step) */
   batchQueue: Pick<BatchQueue, 'enqueue'>;
   logger: Logger;
+  /** how long an outage of our own Postgres/Redis/S3 is waited out, and the longest pause between tries */
+  outage: { toleranceMs: number; maxRetryMs: number };
 }
 
 /**
- * One attempt at one edit job. Postgres decides whether it may run; outputs go to deterministic keys
- * and success is one conditional transaction, so a crashed-and-restarted attempt finishes the job
- * once: one set of outputs, one usage row.
+ * One attempt at one edit job. Our own Postgres, Redis or S3 failing is not the provider's failure:
+ * the job waits it out (capped backoff, no provider attempt spent) for up to the outage tolerance.
  */
 export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void> {
+  try {
+    await attemptEdit(deps, ctx);
+  } catch (err) {
+    if (!isOurOutage(err)) throw err;
+    throw await waitOutOutage(deps, ctx, err);
+  }
+}
+
+/** A dependency error that did not come from (or on the way to) the provider. */
+const isOurOutage = (err: unknown) => !(err instanceof ProviderError) && !(err instanceof ProviderThrottled) && !(err instanceof RetryLater) && isDependencyError(err);
+
+/** The error to end this run with: run again later (no attempt spent), or, past the tolerance, fail for good. */
+async function waitOutOutage(deps: WorkerDeps, ctx: EditJobContext, err: unknown): Promise<Error> {
+  const now = Date.now();
+  const prior = ctx.payload.outage;
+  // the same outage goes on if the last try was recent; otherwise this is a new one
+  const outage = prior && now - prior.last < 2 * deps.outage.maxRetryMs + 60_000 ? { since: prior.since, last: now, tries: prior.tries + 1 } : { since: now, last: now, tries: 1 };
+  const log = deps.logger.child({ jobId: ctx.payload.jobId });
+  const dependency = dependencyOf(err);
+  if (now - outage.since > deps.outage.toleranceMs) {
+    const minutes = Math.round(deps.outage.toleranceMs / 60_000);
+    const error: JobError = {
+      message: `The edit could not run because our ${dependency === 'unknown' ? 'storage or database' : dependency} was unavailable for over ${minutes} minute(s); no provider was charged for it and it may be submitted again`,
+      type: 'server_error',
+      code: 'dependency_unavailable',
+      status: 503,
+    };
+    const failed = await failJob(deps, ctx.payload.jobId, error).then(
+      () => true,
+      () => false,
+    );
+    if (failed) {
+      log.error({ dependency, sinceMs: now - outage.since }, 'our own dependency stayed down past the outage tolerance; job failed');
+      return permanent(error.message);
+    }
+  }
+  const delayMs = backoffDelay(outage.tries, 500, null);
+  log.warn({ err, dependency, tries: outage.tries, delayMs: Math.min(delayMs, deps.outage.maxRetryMs) }, 'our own dependency is unavailable; the job waits (no provider attempt spent)');
+  return new RetryLater(Math.min(delayMs, deps.outage.maxRetryMs), { ...ctx.payload, outage }, `${dependency} unavailable`);
+}
+
+/**
+ * After the provider answered, a step that stores the answer (S3 put, the commit) is retried alone,
+ * the answer kept in memory, while our dependency is down: the provider is never asked again for an
+ * answer we already have. Past the tolerance the error goes up (and the job waits as any outage).
+ */
+async function keepTrying<T>(deps: WorkerDeps, log: Logger, what: string, step: () => Promise<T>): Promise<T> {
+  const since = Date.now();
+  for (let tries = 1; ; tries++) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!isDependencyError(err) || Date.now() - since > deps.outage.toleranceMs) throw err;
+      const delayMs = Math.min(backoffDelay(tries, 250, null), deps.outage.maxRetryMs);
+      log.warn({ err, dependency: dependencyOf(err), tries, delayMs }, `${what} failed; retrying that step alone with the provider's answer kept`);
+      await sleep(delayMs);
+    }
+  }
+}
+
+/**
+ * Postgres decides whether the job may run; outputs go to deterministic keys and success is one
+ * conditional statement, so a crashed-and-restarted attempt finishes the job once: one set of
+ * outputs, one usage row.
+ */
+async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void> {
   const { jobId } = ctx.payload;
   const targetIndex = ctx.payload.target ?? 0;
   const log = deps.logger.child({ jobId, attempt: ctx.attempt, target: targetIndex });
@@ -42,16 +111,16 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
     log.info({ status: current?.status ?? 'missing', currentTarget: current?.targetIndex }, 'job not runnable on this target; skipped');
     return;
   }
-  await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' });
+  await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' }).catch((err: unknown) => log.warn({ err }, 'job event not published'));
   // only the first start is news (and only to those who asked for job.started); recorded while the
   // inputs load, settled before the provider is called (never rejects: failures are logged)
-  const announced = job.attempts === 1 ? emitWebhooks(deps, jobId, 'job.started') : undefined;
+  const announced = job.attempts === 1 && !ctx.payload.outage ? emitWebhooks(deps, jobId, 'job.started') : undefined;
 
   const target = job.targets[targetIndex];
   const provider = target ? deps.providers.get(target.provider) : undefined;
   if (!target || !provider) {
     await announced;
-    await fail(deps, jobId, { message: `model '${job.model}' is no longer configured on this worker`, type: 'server_error', code: 'provider_not_configured', status: 500 });
+    await failJob(deps, jobId, { message: `model '${job.model}' is no longer configured on this worker`, type: 'server_error', code: 'provider_not_configured', status: 500 });
     throw permanent(`provider ${target?.provider ?? job.provider} not configured`);
   }
   const settings = deps.settings(target.provider);
@@ -88,7 +157,20 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
       ...(p.search_prompt !== undefined ? { searchPrompt: p.search_prompt } : {}),
     };
     const started = Date.now();
-    const result = await provider.edit(request, { signal: AbortSignal.any([ctx.signal, canceled.signal]) });
+    // a request the provider can resume (fal, Replicate) is recorded before it is waited on; a later
+    // attempt on the same target resumes it instead of paying for another
+    const resume = job.providerRequest?.target === targetIndex ? job.providerRequest.ids : undefined;
+    const result = await provider
+      .edit(request, {
+        signal: AbortSignal.any([ctx.signal, canceled.signal]),
+        ...(resume?.length ? { resume } : {}),
+        onSubmitted: (ids) => keepTrying(deps, log, 'recording the provider request', () => recordProviderRequest(deps.db, jobId, { target: targetIndex, ids })).catch((err: unknown) => Promise.reject(new ProviderRequestNotRecorded(err))),
+      })
+      .catch((err: unknown) => {
+        // whatever the adapter let through came from (or on the way to) the provider, except our own recording of its request
+        if (err instanceof ProviderRequestNotRecorded) throw err.cause;
+        throw err instanceof ProviderError ? err : new ProviderError(target.provider, `the provider call failed: ${(err as Error)?.message ?? String(err)}`, { code: 'provider_error', retryable: true });
+      });
     if (canceled.signal.aborted) {
       log.info('job canceled while running; result discarded');
       return;
@@ -99,27 +181,30 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
         // the header is read while the bytes travel to S3
         const [meta] = await Promise.all([
           sharp(img.data).metadata(),
-          deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length }),
+          keepTrying(deps, log, 'storing an output', () => deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length })),
         ]);
         return { key, format: img.format, bytes: img.data.length, width: meta.width ?? 0, height: meta.height ?? 0, ...(img.revisedPrompt ? { revisedPrompt: img.revisedPrompt } : {}) };
       }),
     );
     const costUsd = editCost(target.price, { quality: p.quality, outputs, usage: result.usage });
-    const won = await markSucceeded(deps.db, jobId, {
-      job: { apiKeyId: job.apiKeyId, model: job.model, provider: target.provider },
-      outputs,
-      usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens, size: p.size, quality: p.quality, costUsd },
-    });
+    const won = await keepTrying(deps, log, 'recording the result', () =>
+      markSucceeded(deps.db, jobId, {
+        job: { apiKeyId: job.apiKeyId, model: job.model, provider: target.provider },
+        outputs,
+        usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens, size: p.size, quality: p.quality, costUsd },
+      }),
+    );
     log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: !!won }, 'edit finished');
     if (won) {
-      await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'succeeded' });
-      await emitWebhooks(deps, jobId, 'job.succeeded');
+      await announceEnd(deps, jobId, 'succeeded');
       await onJobFinished(deps, won);
-    } else if ((await getJob(deps.db, jobId))?.status === 'canceled') {
+    } else if ((await keepTrying(deps, log, 'reading the job', () => getJob(deps.db, jobId)))?.status === 'canceled') {
       // canceled between the provider's answer and the commit: nothing of it may stay
-      await deps.store.deletePrefix(outputPrefix(jobId));
+      await keepTrying(deps, log, 'deleting a canceled job\'s outputs', () => deps.store.deletePrefix(outputPrefix(jobId)));
     }
   } catch (err) {
+    // our own outage: nothing of the provider's budget is spent on it (processEdit waits it out)
+    if (isOurOutage(err)) throw err;
     if (canceled.signal.aborted || (await getJob(deps.db, jobId))?.status === 'canceled') {
       log.info('job canceled while running; attempt stopped');
       return;
@@ -150,25 +235,18 @@ export async function processEdit(deps: WorkerDeps, ctx: EditJobContext): Promis
       return;
     }
     log.warn({ code: error.code, message: error.message }, 'job failed');
-    await fail(deps, jobId, error);
+    await failJob(deps, jobId, error);
     throw permanent(error.message);
   } finally {
     stopListening.abort();
   }
 }
 
-async function fail(deps: WorkerDeps, jobId: string, error: JobError): Promise<void> {
-  const finished = await markFailed(deps.db, jobId, error);
-  if (finished) {
-    await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'failed' });
-    await emitWebhooks(deps, jobId, 'job.failed');
-    await onJobFinished(deps, finished);
+/** Our own recording of a provider's request id failed (Postgres down for longer than the tolerance): not the provider's failure. */
+class ProviderRequestNotRecorded extends Error {
+  constructor(cause: unknown) {
+    super('the provider request could not be recorded', { cause });
   }
-}
-
-/** The job's state is already committed: a webhook hiccup is logged, never turned into a job failure. */
-async function emitWebhooks(deps: WorkerDeps, jobId: string, type: 'job.started' | 'job.succeeded' | 'job.failed'): Promise<void> {
-  await emitJobEvent({ db: deps.db, webhookQueue: deps.webhookQueue, logger: deps.logger }, jobId, type).catch((err: unknown) => deps.logger.error({ err, jobId, event: type }, 'webhook event not recorded'));
 }
 
 async function loadImage(store: ObjectStore, img: { key: string; format: InputImage['format']; width: number; height: number; filename?: string }): Promise<InputImage> {
@@ -178,7 +256,7 @@ async function loadImage(store: ObjectStore, img: { key: string; format: InputIm
 
 function isRetryable(err: unknown): boolean {
   if (err instanceof ProviderError) return err.retryable;
-  // our own infrastructure (S3, Postgres) failing mid-attempt is worth another try
+  // an error of our own that is not an outage (a bug, a corrupt stored input) is worth another try
   return true;
 }
 

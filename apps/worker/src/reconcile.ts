@@ -1,4 +1,5 @@
-import { emitJobEvent, expireOverdue, findStaleUnfinished, findUnannouncedFinalJobs, markFailed, purgeExpiredIdempotencyKeys, touchJob, type Db } from '@image-edits/db';
+import { emitJobEvent, expireOverdue, findStaleUnfinished, findUnannouncedFinalJobs, purgeExpiredIdempotencyKeys, touchJob, type Db } from '@image-edits/db';
+import { failJob, type JobEndDeps } from './job-end';
 import { type BatchQueue, type EditQueue, publishJobEvent, type WebhookQueue } from '@image-edits/queue';
 import type { WebhookEvent } from '@image-edits/core';
 import type { Redis } from 'ioredis';
@@ -9,12 +10,9 @@ import { expireDueBatches, onJobFinished, reconcileBatches } from './batches';
 import { sweepOrphanObjects } from './orphans';
 import { purgeExpiredFiles } from './purge-files';
 
-interface ReconcileDeps {
-  db: Db;
+interface ReconcileDeps extends JobEndDeps {
   queue: EditQueue;
-  webhookQueue: Pick<WebhookQueue, 'enqueue'>;
   batchQueue: Pick<BatchQueue, 'enqueue' | 'requeueIfMissing'>;
-  logger: Logger;
 }
 
 /**
@@ -29,17 +27,15 @@ export async function reconcileOnce(deps: ReconcileDeps, graceMs: number, batch 
     // the payload carries what fairness needs (a batch child must also say `batch: true`)
     const outcome = await deps.queue.requeueIfMissing(job.provider, { jobId: job.id, target: job.targetIndex, apiKeyId: job.apiKeyId, ...(job.batchId ? { batch: true } : {}) });
     if (outcome === 'present') continue;
-    if (outcome === 'failed') {
+    if (outcome === 'crashed') {
       // a poison job: it took its worker down every time it ran; feeding it to the next one would loop forever
-      const finished = await markFailed(deps.db, job.id, {
+      const failed = await failJob(deps, job.id, {
         message: 'The edit stopped the worker running it several times (a crash or running out of memory) and was given up; it may be submitted again',
         type: 'server_error',
         code: 'worker_crashed',
         status: 500,
       });
-      await emitJobEvent(deps, job.id, 'job.failed');
-      await onJobFinished(deps, finished);
-      deps.logger.error({ jobId: job.id, provider: job.provider }, 'job failed in the queue after repeated worker crashes; marked failed');
+      if (failed) deps.logger.error({ jobId: job.id, provider: job.provider }, 'job failed in the queue after repeated worker crashes; marked failed');
       continue;
     }
     await touchJob(deps.db, job.id);
@@ -60,7 +56,7 @@ export async function announceMissedEvents(deps: Pick<ReconcileDeps, 'db' | 'web
   return missed.length;
 }
 
-export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete' | 'listKeys' | 'deletePrefix'>; redis: Redis; prefix: string }, intervalMs: number, graceMs: number): Periodic {
+export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete' | 'listKeys' | 'deletePrefix'> }, intervalMs: number, graceMs: number): Periodic {
   return runEvery(
     intervalMs,
     async () => {

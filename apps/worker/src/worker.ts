@@ -18,7 +18,7 @@ const BATCH_STEP_CONCURRENCY = 2;
 
 export interface RunningWorker {
   logger: Logger;
-  /** stops taking jobs, waits for the ones in flight, then disconnects */
+  /** stops taking jobs at once, waits for the ones in flight (never aborting them), then disconnects; unbounded: the caller decides how long to wait (SHUTDOWN_TIMEOUT_MS in main.ts) */
   close(): Promise<void>;
 }
 
@@ -39,7 +39,7 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   const batchQueue = createBatchQueue(queueCfg, redis);
   // one subscription per process: cancels reach the job running here
   const hub = await createJobEventHub(createRedis(env.REDIS_URL), env.QUEUE_PREFIX);
-  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, webhookQueue, batchQueue, logger };
+  const deps = { db, store, redis, prefix: env.QUEUE_PREFIX, providers, settings, queue, hub, webhookQueue, batchQueue, logger, outage: { toleranceMs: env.DEPENDENCY_OUTAGE_TOLERANCE_MS, maxRetryMs: env.DEPENDENCY_RETRY_MAX_MS } };
   // one BullMQ worker per configured provider: a slow or throttled provider holds only its own slots
   const workerRedis = createRedis(env.REDIS_URL);
   // per-key caps, shared by every worker of a provider through Redis (packages/queue/src/fairness.ts)
@@ -74,10 +74,13 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   return {
     logger,
     async close() {
-      await reconciler.stop();
-      await sweeper.stop();
-      await batches.close(); // a fan-out stops at its next chunk; another worker resumes it
-      await Promise.all(workers.map((w) => w.close())); // each waits for its in-flight jobs
+      // Nothing new starts, all in the same tick: the periodic sweeps' timers stop (a run in progress
+      // finishes) and every BullMQ worker stops fetching. Then what is in flight finishes: close
+      // without force waits for active jobs and never aborts one (no provider call is cut, nothing
+      // runs twice); a fan-out stops at its next chunk and another worker resumes it.
+      const draining = [reconciler.stop(), sweeper.stop(), ...workers.map((w) => w.close()), batches.close()];
+      const failed = (await Promise.allSettled(draining)).find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
       await webhooks.close(); // after the edit workers: their last events still go out
       await hub.close();
       await queue.close();

@@ -32,7 +32,7 @@ export const envSchema = z.object({
   LOCAL_S3_PORT: int(9000, 0),
   SIGNED_URL_TTL_SECONDS: int(3600, 1).refine((v) => v <= 7 * 24 * 3600, 'SIGNED_URL_TTL_SECONDS must be at most 604800 (S3 limit)'),
   DEFAULT_MODEL: z.string().default('local-inpaint'),
-  SYNC_TIMEOUT_SECONDS: int(600, 1),
+  SYNC_TIMEOUT_SECONDS: int(240, 1),
   MAX_INPUT_PIXELS: int(48_000_000, 1),
   UPLOAD_DIR: optionalString,
   /** largest file POST /v1/files accepts (images: also at most what the models accept) */
@@ -68,8 +68,21 @@ export const envSchema = z.object({
   JOB_BACKOFF_MS: int(2000, 0),
   WORKER_LOCK_DURATION_MS: int(30_000, 1000),
   WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
+  /** how long a SIGTERMed API or worker may take to finish what it holds (open requests, jobs in flight) before it exits anyway */
+  SHUTDOWN_TIMEOUT_MS: int(30_000, 0),
   /** jobs one API key may run at once per provider, across all workers, unless its key sets its own (0 = no cap) */
   KEY_MAX_CONCURRENT_JOBS: int(0, 0),
+  /**
+   * how long a job waits out an outage of our own Postgres, Redis or S3 (retried with capped backoff,
+   * no provider attempt spent) before it is failed as `dependency_unavailable`
+   */
+  DEPENDENCY_OUTAGE_TOLERANCE_MS: int(900_000, 1000),
+  /** the longest pause between two tries of a dependency that is down */
+  DEPENDENCY_RETRY_MAX_MS: int(10_000, 10),
+  /** how long a submission waits for its enqueue before answering 202 and leaving the job to the reconciler */
+  ENQUEUE_TIMEOUT_MS: int(2000, 50),
+  /** a sync request whose client left (or got a 504) is attached to by an identical submission of the same key within this window */
+  RETRY_ATTACH_WINDOW_SECONDS: int(900, 0),
   RECONCILE_INTERVAL_MS: int(60_000, 100),
   RECONCILE_GRACE_MS: int(60_000, 0),
   /** delay before each webhook delivery attempt, first included; Standard Webhooks' schedule by default */

@@ -11,3 +11,4 @@ export * from './batch';
 export * from './job-view';
 export * from './egress';
 export * from './webhooks';
+export * from './dependency-errors';

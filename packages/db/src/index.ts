@@ -7,3 +7,4 @@ export * from './webhooks';
 export * from './files';
 export * from './batches';
 export * from './defaults';
+export * from './batch-counts';

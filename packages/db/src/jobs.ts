@@ -1,7 +1,7 @@
 import { type EditParams, type JobError, type JobInputs, type JobStatus, type JobTarget, movableFrom, newId, type StoredImage } from '@image-edits/core';
 import type { Db } from './client';
 import { Prisma } from './generated/prisma/client';
-import { bumpBatch, type Finished, finishedFrom } from './batches';
+import { bumpBatch, type Finished, finishedFrom } from './batch-counts';
 
 /** A job row with its JSON columns typed. */
 export interface JobRecord {
@@ -27,11 +27,18 @@ export interface JobRecord {
   batchId: string | null;
   customId: string | null;
   batchLine: number | null;
+  /** the provider's own request ids for a target, recorded before waiting on them: a retry resumes them */
+  providerRequest: ProviderRequest | null;
   attempts: number;
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
   usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number } | null;
+}
+
+export interface ProviderRequest {
+  target: number;
+  ids: string[];
 }
 
 type Row = Prisma.JobGetPayload<{ include: { usage: true } }>;
@@ -58,6 +65,7 @@ function toRecord(row: Row): JobRecord {
     batchId: row.batchId,
     customId: row.customId,
     batchLine: row.batchLine,
+    providerRequest: (row.providerRequest as unknown as ProviderRequest | null) ?? null,
     attempts: row.attempts,
     createdAt: row.createdAt,
     startedAt: row.startedAt,
@@ -140,6 +148,7 @@ function newJobRecord(job: NewJob, now: Date): JobRecord {
     batchId: job.batch?.id ?? null,
     customId: job.batch?.customId ?? null,
     batchLine: job.batch?.line ?? null,
+    providerRequest: null,
     attempts: 0,
     createdAt: now,
     startedAt: null,
@@ -220,6 +229,7 @@ interface RawJobRow {
   batch_id: string | null;
   custom_id: string | null;
   batch_line: number | null;
+  provider_request: unknown;
   attempts: number;
   created_at: Date;
   started_at: Date | null;
@@ -248,6 +258,7 @@ function fromRawRow(r: RawJobRow): JobRecord {
     batchId: r.batch_id,
     customId: r.custom_id,
     batchLine: r.batch_line,
+    providerRequest: (r.provider_request as ProviderRequest | null) ?? null,
     attempts: r.attempts,
     createdAt: r.created_at,
     startedAt: r.started_at,
@@ -314,6 +325,15 @@ export async function markFailed(db: Db, id: string, error: JobError): Promise<F
     ), ${bumpBatch('failed', now)}
     SELECT moved.batch_id, (SELECT settled FROM bumped) AS settled FROM moved`;
   return finishedFrom(rows);
+}
+
+/**
+ * The provider's request ids for the job's current target, recorded before the worker waits on
+ * them: an attempt after a crash or timeout resumes them rather than paying for new ones.
+ */
+export async function recordProviderRequest(db: Db, id: string, request: ProviderRequest): Promise<void> {
+  await db.$executeRaw`UPDATE jobs SET provider_request = ${JSON.stringify(request)}::jsonb, updated_at = ${new Date()}
+    WHERE id = ${id} AND status = 'in_progress' AND target_index = ${request.target}`;
 }
 
 /** Records the latest retryable error without ending the job. */

@@ -61,11 +61,19 @@ export interface PrepareEditInput extends SubmitEditInput {
   batch?: NewJob['batch'];
 }
 
+export interface SubmittedEdit {
+  job: JobRecord;
+  /** false: the queue did not confirm in time (Redis down or slow); the row stands and the reconciler enqueues it */
+  enqueued: boolean;
+}
+
 /**
  * Validates an edit on its real bytes, stores the inputs, records the job (`queued`) and enqueues
  * it. Nothing is stored or enqueued for a rejected request: every check runs before the first write.
+ * Once the row exists the submission never fails: an enqueue that fails or takes longer than
+ * ENQUEUE_TIMEOUT_MS is left to the reconciler, and the caller is told (`enqueued: false`).
  */
-export async function submitEdit(deps: EditDeps, input: SubmitEditInput): Promise<JobRecord> {
+export async function submitEdit(deps: EditDeps, input: SubmitEditInput): Promise<SubmittedEdit> {
   const job = await prepareEdit(deps, input);
   let record: JobRecord;
   try {
@@ -75,13 +83,26 @@ export async function submitEdit(deps: EditDeps, input: SubmitEditInput): Promis
     await deps.store.deletePrefix(jobPrefix(job.id)).catch((cleanup: unknown) => deps.logger.warn({ err: cleanup, jobId: job.id }, 'inputs of an unrecorded job not deleted'));
     throw err;
   }
+  const enqueue = deps.queue.enqueue(job.provider, { jobId: job.id, apiKeyId: input.apiKeyId });
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), deps.config.env.ENQUEUE_TIMEOUT_MS);
+  });
   try {
-    await deps.queue.enqueue(job.provider, { jobId: job.id, apiKeyId: input.apiKeyId });
+    if ((await Promise.race([enqueue, timedOut])) === 'timeout') {
+      // the add may still go through when Redis answers (same job id: no duplicate either way)
+      enqueue.catch(() => undefined);
+      deps.logger.warn({ jobId: job.id }, 'enqueue did not answer in time; the reconciler will enqueue the job');
+      return { job: record, enqueued: false };
+    }
+    return { job: record, enqueued: true };
   } catch (err) {
     // The row is the source of truth: the worker's reconciler enqueues queued jobs Redis does not know.
     deps.logger.warn({ err, jobId: job.id }, 'enqueue failed; the reconciler will enqueue the job');
+    return { job: record, enqueued: false };
+  } finally {
+    clearTimeout(timer);
   }
-  return record;
 }
 
 /**

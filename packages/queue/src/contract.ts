@@ -21,6 +21,8 @@ export const imageEditPayload = z.object({
   apiKeyId: z.string().min(1).optional(),
   /** a batch child: runs after every direct submission on its provider */
   batch: z.boolean().optional(),
+  /** an outage of our own Postgres/Redis/S3 this job is waiting out: since when, how many tries (no provider attempt is spent on them) */
+  outage: z.object({ since: z.number(), last: z.number(), tries: z.number().int() }).optional(),
 });
 
 /** BullMQ job id: the row id for the first target, so adding the same job twice is a no-op; `.N` after a fallback. */

@@ -24,16 +24,21 @@ export interface EditQueue {
   enqueueMany(provider: string, payloads: ImageEditPayload[]): Promise<void>;
   /**
    * Enqueues the job again unless BullMQ still has it to run (waiting, active, delayed, ...): a lost
-   * job is added (a completed entry is removed first: it would make add a no-op). A job BullMQ
-   * failed (its worker died on it more than maxStalledCount times) is left alone: 'failed' tells
-   * the caller to give it up rather than feed it to the next worker.
+   * job is added (a completed or failed entry is removed first: it would make add a no-op). A job
+   * BullMQ failed because its worker died on it more than maxStalledCount times is left alone:
+   * 'crashed' tells the caller to give it up rather than feed it to the next worker. Any other
+   * failure BullMQ recorded while the row is unfinished (an error of ours, not the provider's: the
+   * provider's final failures end the row) is enqueued again.
    */
-  requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<'enqueued' | 'present' | 'failed'>;
+  requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<'enqueued' | 'present' | 'crashed'>;
   /** Takes a job that has not started off its queue (a running one is left to its worker); its key's line gets shorter. */
   remove(provider: string, payload: ImageEditPayload): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** BullMQ's failedReason for a job whose lock lapsed more than maxStalledCount times (its worker kept dying) */
+const STALLED_TOO_OFTEN = /stalled more than allowable limit/;
 
 /** Queue objects are made on first use, one per provider, all on the one connection. */
 export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (provider: string) => RetryPolicy = () => DEFAULT_RETRY): EditQueue {
@@ -90,8 +95,8 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (
       const old = await queue.getJob(bullJobId(data));
       if (old) {
         const state = await old.getState();
-        if (state === 'failed') return 'failed';
-        if (state !== 'completed' && state !== 'unknown') return 'present';
+        if (state === 'failed' && STALLED_TOO_OFTEN.test(old.failedReason ?? '')) return 'crashed';
+        if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return 'present';
         await old.remove();
       }
       await addFairly(provider, [data]);
@@ -155,6 +160,22 @@ export class ProviderThrottled extends Error {
   constructor(readonly waitMs: number) {
     super(`provider rate limited; queue paused for ${waitMs} ms`);
     this.name = 'ProviderThrottled';
+  }
+}
+
+/**
+ * Thrown by a processor to run the job again after `delayMs` without spending an attempt (our own
+ * Postgres, Redis or S3 was down: not the provider's failure). `payload` replaces the job's data, so
+ * the next run knows how long the outage has lasted.
+ */
+export class RetryLater extends Error {
+  constructor(
+    readonly delayMs: number,
+    readonly payload: ImageEditPayload,
+    readonly reason: string,
+  ) {
+    super(`retry in ${delayMs} ms: ${reason}`);
+    this.name = 'RetryLater';
   }
 }
 
@@ -248,6 +269,13 @@ export function createEditWorker(
         if (err instanceof ProviderThrottled) {
           await worker.rateLimit(err.waitMs);
           throw new RateLimitError();
+        }
+        if (err instanceof RetryLater) {
+          // back to delayed with no attempt spent (if Redis itself is down this fails: the lock lapses,
+          // the stalled check hands the job out again, and that costs no attempt either)
+          await job.updateData(err.payload);
+          await job.moveToDelayed(Date.now() + err.delayMs, token);
+          throw new DelayedError(err.message);
         }
         throw err;
       } finally {

@@ -6,7 +6,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
-  ListObjectsV2Command,
+  ListObjectsCommand,
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
@@ -69,8 +69,20 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     responseChecksumValidation: 'WHEN_REQUIRED',
     // resolve each command's middleware stack once, not on every call (no per-command middleware here)
     cacheMiddleware: true,
+    // a store that does not answer fails in seconds (then the SDK's own retries), instead of holding the
+    // caller for good; requestTimeout is the socket's idle time, not the length of a transfer
+    requestHandler: { connectionTimeout: 3000, requestTimeout: 20_000 },
   });
   const Bucket = cfg.bucket;
+  /**
+   * One page of keys after `after` (ListObjects with a marker). Not ListObjectsV2: s3rver (the
+   * embedded S3) makes V2's continuation token with DES, which Node 20's OpenSSL lacks, so every
+   * truncated V2 listing fails there; a marker works on s3rver, MinIO and AWS alike.
+   */
+  const listPage = async (prefix: string, after: string | undefined, maxKeys: number) => {
+    const page = await client.send(new ListObjectsCommand({ Bucket, Prefix: prefix, ...(after ? { Marker: after } : {}), MaxKeys: maxKeys }));
+    return { keys: (page.Contents ?? []).flatMap((o) => (o.Key ? [o.Key] : [])), truncated: page.IsTruncated ?? false };
+  };
 
   return {
     bucket: Bucket,
@@ -91,21 +103,20 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     },
     async deletePrefix(prefix) {
       let deleted = 0;
-      let token: string | undefined;
-      do {
-        const page = await client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }));
-        const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
-        if (keys.length > 0) {
-          await client.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: keys } }));
-          deleted += keys.length;
+      let after: string | undefined;
+      for (;;) {
+        // each page is listed after the last key deleted, so deleting while listing skips nothing
+        const page = await listPage(prefix, after, 1000);
+        if (page.keys.length > 0) {
+          await client.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: page.keys.map((Key) => ({ Key })) } }));
+          deleted += page.keys.length;
         }
-        token = page.IsTruncated ? page.NextContinuationToken : undefined;
-      } while (token);
-      return deleted;
+        if (!page.truncated || page.keys.length === 0) return deleted;
+        after = page.keys[page.keys.length - 1];
+      }
     },
-    async listKeys(prefix, opts = {}) {
-      const page = await client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ...(opts.startAfter ? { StartAfter: opts.startAfter } : {}), MaxKeys: opts.maxKeys ?? 1000 }));
-      return { keys: (page.Contents ?? []).flatMap((o) => (o.Key ? [o.Key] : [])), truncated: page.IsTruncated ?? false };
+    listKeys(prefix, opts = {}) {
+      return listPage(prefix, opts.startAfter, opts.maxKeys ?? 1000);
     },
     async upload(key, body, opts) {
       const upload = new Upload({ client, params: { Bucket, Key: key, Body: body, ContentType: opts.contentType }, queueSize: 4, partSize: 5 * 1024 * 1024 });

@@ -1,14 +1,16 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { ServiceError } from '@image-edits/core';
+import { isDependencyError, ServiceError, serviceUnavailable } from '@image-edits/core';
 
 /** One place maps every failure to OpenAI's error shape; clients never see a stack trace. */
 export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   const error = toServiceError(err);
-  if (error.status >= 500) req.log?.error({ err }, 'request failed');
+  if (error.status >= 500) req.log?.error({ err }, error.code === 'service_unavailable' ? 'request failed: a dependency of ours is unavailable' : 'request failed');
   if (res.headersSent) {
     res.end();
     return;
   }
+  // our own outage: the client may retry shortly (the OpenAI SDKs honour retry-after on 503)
+  if (error.status === 503) res.set('retry-after', '2');
   res.status(error.status).json({ error: error.toBody() });
 };
 
@@ -18,6 +20,7 @@ export const notFoundHandler: RequestHandler = (req, res) => {
 
 function toServiceError(err: unknown): ServiceError {
   if (err instanceof ServiceError) return err;
+  if (isDependencyError(err)) return serviceUnavailable(err);
   const e = err as { type?: string; status?: number; statusCode?: number; message?: string };
   // body-parser's own errors carry a status and a type
   if (e?.type === 'entity.parse.failed') return new ServiceError(400, 'invalid_request_error', `request body is not valid JSON: ${e.message ?? ''}`.trim(), { code: 'invalid_json' });

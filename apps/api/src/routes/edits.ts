@@ -1,16 +1,17 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Response, Router } from 'express';
 import { invalidRequest, isFinal, newId, notFound, ServiceError } from '@image-edits/core';
-import { getJob, type JobRecord } from '@image-edits/db';
+import { getJob, getJobForKey, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { editResponse, jobObject, publicError } from '../presenters';
 import { idempotency, jsonDigest, multipartDigest, recordJob } from '../middleware/idempotency';
-import { jsonFormError, resolveJsonEdit, submitEdit } from '@image-edits/edits';
+import { jsonFormError, resolveJsonEdit, type SubmittedEdit, submitEdit } from '@image-edits/edits';
 import { MAX_JSON_EDIT_BYTES, tempFiles } from '../json-edit';
 import { clientGone, MAX_WAIT_SECONDS } from './jobs';
 import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
 import { type EarlyListener, listenForEnd, waitForJob } from '../use-cases/wait-for-job';
+import { type RetryNotes, retryNotes } from '../retry-attach';
 
 /**
  * POST /v1/images/edits. Without `Prefer: respond-async` the request waits for its job and answers in
@@ -18,12 +19,32 @@ import { type EarlyListener, listenForEnd, waitForJob } from '../use-cases/wait-
  */
 export function editsRouter(deps: ApiDeps): Router {
   const router = Router();
+  const notes = retryNotes(deps);
   const replayJob = async (req: Request, res: Response, jobId: string, prefer: string | undefined) => {
     releaseUploads(req);
     const job = await getJob(deps.db, jobId);
     if (!job) throw notFound(`The job ${jobId} created by this Idempotency-Key no longer exists`, 'Idempotency-Key', 'job_not_found');
-    await respondWithJob(deps, res, job, prefer);
+    await respondWithJob(deps, req, res, job, { prefer: parsePrefer(prefer), notes });
   };
+  /**
+   * A synchronous request that repeats an earlier try of the same key (see retry-attach.ts) answers
+   * for that try's job instead of submitting again. True when it did.
+   */
+  const attached = async (req: Request, res: Response, digest: string | undefined, release: () => void): Promise<boolean> => {
+    const jobId = digest ? await notes.find(req, res, digest) : undefined;
+    const job = jobId ? await getJobForKey(deps.db, jobId, apiKeyId(res.locals)) : null;
+    if (!job) return false;
+    release();
+    req.log?.info({ jobId: job.id }, 'a retry of an earlier try: answering for its job');
+    res.set('x-retry-attached', 'true');
+    await respondWithJob(deps, req, res, job, { prefer: parsePrefer(req.get('prefer')), notes, digest });
+    return true;
+  };
+  // when the request arrived: a client's own timeout counts from its send
+  router.use('/v1/images/edits', (_req, res, next) => {
+    res.locals.receivedAt ??= Date.now();
+    next();
+  });
   const replayable = idempotency(deps, { hash: (req) => multipartDigest(req, uploadedFiles(req), ['cancel-after']), replayJob });
   // the JSON form: the body (key order aside) and Cancel-After; a URL is hashed as given, not fetched
   const replayableJson = idempotency(deps, {
@@ -33,30 +54,39 @@ export function editsRouter(deps: ApiDeps): Router {
 
   // JSON form (images by file_id or image_url); anything else goes on to the multipart route
   router.post('/v1/images/edits', onlyJson, express.json({ limit: MAX_JSON_EDIT_BYTES }), replayableJson, async (req, res) => {
-    const early = listenBeforeSubmitting(deps, res, parsePrefer(req.get('prefer')));
+    const prefer = parsePrefer(req.get('prefer'));
     const temps = tempFiles(res);
-    const job = await early.submitting(() => submitJsonEdit(deps, req, res, temps, early.jobId));
-    recordJob(res, job.id);
+    const digest = isSync(prefer) ? createHash('sha256').update(await jsonDigest(req)).update(`\0${req.get('cancel-after') ?? ''}`).digest('hex') : undefined;
+    if (await attached(req, res, digest, () => temps.release())) return;
+    const early = listenBeforeSubmitting(deps, req, res, prefer);
+    const submitted = await early.submitting(() => submitJsonEdit(deps, req, res, temps, early.jobId));
+    recordJob(res, submitted.job.id);
     // as with multipart: a sync request holds neither the fetched files nor the (up to 68 MB) body while it waits
     temps.release();
     req.body = undefined;
-    await respondWithJob(deps, res, job, req.get('prefer'), early.listener);
+    await respondWithJob(deps, req, res, submitted.job, { prefer, notes, digest, early: early.listener, enqueued: submitted.enqueued });
   });
   router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), replayable, async (req, res) => {
     // a malformed Prefer is refused before anything is stored
-    const early = listenBeforeSubmitting(deps, res, parsePrefer(req.get('prefer')));
-    const job = await early.submitting(() =>
+    const prefer = parsePrefer(req.get('prefer'));
+    const digest = isSync(prefer) ? await multipartDigest(req, uploadedFiles(req), ['cancel-after']) : undefined;
+    if (await attached(req, res, digest, () => releaseUploads(req))) return;
+    const early = listenBeforeSubmitting(deps, req, res, prefer);
+    const submitted = await early.submitting(() =>
       submitEdit(deps, { jobId: early.jobId, apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req), cancelAfter: req.get('cancel-after') }),
     );
-    recordJob(res, job.id);
+    recordJob(res, submitted.job.id);
     // the inputs are in S3 now: a sync request does not hold their bytes (or disk) while it waits
     releaseUploads(req);
-    await respondWithJob(deps, res, job, req.get('prefer'), early.listener);
+    await respondWithJob(deps, req, res, submitted.job, { prefer, notes, digest, early: early.listener, enqueued: submitted.enqueued });
   });
   return router;
 }
 
-async function submitJsonEdit(deps: ApiDeps, req: Request, res: Response, temps: { add(path: string): void }, jobId: string): Promise<JobRecord> {
+/** OpenAI's synchronous mode: no `Prefer: respond-async` and no `Prefer: wait=N` (those answer with the job object). */
+const isSync = (prefer: Prefer) => !prefer.respondAsync && prefer.wait === undefined;
+
+async function submitJsonEdit(deps: ApiDeps, req: Request, res: Response, temps: { add(path: string): void }, jobId: string): Promise<SubmittedEdit> {
   const key = apiKeyId(res.locals);
   const input = await resolveJsonEdit(deps, key, req.body, temps, clientGone(res));
   try {
@@ -66,10 +96,25 @@ async function submitJsonEdit(deps: ApiDeps, req: Request, res: Response, temps:
   }
 }
 
-/** How long a request that prefers `prefer` waits for its job (ms); undefined: it does not wait. */
-function waitMs(deps: ApiDeps, prefer: ReturnType<typeof parsePrefer>): number | undefined {
+/**
+ * How long a request waits for its job (ms); undefined: it does not wait. A synchronous one answers
+ * (504 + Location) before the client's own deadline: SYNC_TIMEOUT_SECONDS (below Node fetch's 300 s
+ * header timeout by default), or sooner when the client says its timeout (the OpenAI SDKs'
+ * `X-Stainless-Timeout`, `X-Stainless-Read-Timeout`, in seconds, counted from when it sent).
+ */
+function waitMs(deps: ApiDeps, req: Request, res: Response, prefer: Prefer): number | undefined {
   if (prefer.wait !== undefined) return Math.min(prefer.wait, MAX_WAIT_SECONDS) * 1000;
-  return prefer.respondAsync ? undefined : deps.config.env.SYNC_TIMEOUT_SECONDS * 1000;
+  if (prefer.respondAsync) return undefined;
+  let ms = deps.config.env.SYNC_TIMEOUT_SECONDS * 1000;
+  for (const header of ['x-stainless-timeout', 'x-stainless-read-timeout']) {
+    const seconds = Number(req.get(header));
+    if (!req.get(header) || !Number.isFinite(seconds) || seconds <= 0) continue;
+    // answer well before the client gives up (its clock started before its upload): a tenth of its timeout, 1 to 5 s
+    const margin = Math.min(5000, Math.max(1000, seconds * 100));
+    const elapsed = Date.now() - ((res.locals.receivedAt as number | undefined) ?? Date.now());
+    ms = Math.min(ms, Math.max(0, seconds * 1000 - margin - elapsed));
+  }
+  return ms;
 }
 
 /**
@@ -77,14 +122,14 @@ function waitMs(deps: ApiDeps, prefer: ReturnType<typeof parsePrefer>): number |
  * for its end before it is enqueued (no read of the row needed before waiting); a failed submission
  * stops the listening.
  */
-function listenBeforeSubmitting(deps: ApiDeps, res: Response, prefer: ReturnType<typeof parsePrefer>) {
+function listenBeforeSubmitting(deps: ApiDeps, req: Request, res: Response, prefer: Prefer) {
   const jobId = newId('job');
-  const ms = waitMs(deps, prefer);
-  const listener = ms === undefined ? undefined : listenForEnd(deps, jobId, ms, clientGone(res));
+  const ms = waitMs(deps, req, res, prefer);
+  const listener = ms === undefined ? undefined : listenForEnd(deps, jobId, ms, AbortSignal.any([clientGone(res), deps.lifecycle.waitDeadline]));
   return {
     jobId,
     listener,
-    async submitting(submit: () => Promise<JobRecord>): Promise<JobRecord> {
+    async submitting(submit: () => Promise<SubmittedEdit>): Promise<SubmittedEdit> {
       try {
         return await submit();
       } catch (err) {
@@ -95,36 +140,50 @@ function listenBeforeSubmitting(deps: ApiDeps, res: Response, prefer: ReturnType
   };
 }
 
-/** Answers for a submitted job as the request preferred: the job object (async, wait=N) or OpenAI's shape (sync). */
-async function respondWithJob(deps: ApiDeps, res: Response, job: JobRecord, preferHeader: string | undefined, early?: EarlyListener): Promise<void> {
+interface RespondOptions {
+  prefer: Prefer;
+  notes: RetryNotes;
+  /** the request's digest (synchronous requests): a retry of an unanswered one attaches to the job */
+  digest?: string | undefined;
+  early?: EarlyListener | undefined;
+  /** false: the queue did not confirm (Redis away); the reconciler enqueues it, the answer does not wait */
+  enqueued?: boolean;
+}
+
+/**
+ * Answers for a submitted job as the request preferred: the job object (async, wait=N) or OpenAI's
+ * shape (sync). The job exists from here on, so no answer invites a second submission: every one
+ * carries `x-job-id`, `Location` and `x-should-retry: false`, and the wait goes on through our own
+ * outages (a read that fails is read again) until its deadline, which answers 504 with the job's URL.
+ */
+async function respondWithJob(deps: ApiDeps, req: Request, res: Response, job: JobRecord, opts: RespondOptions): Promise<void> {
   const ttl = deps.config.env.SIGNED_URL_TTL_SECONDS;
   const location = `/v1/jobs/${job.id}`;
-  res.set('x-job-id', job.id);
-  const prefer = parsePrefer(preferHeader);
-  const ms = waitMs(deps, prefer);
+  res.set({ 'x-job-id': job.id, 'x-should-retry': 'false' }).location(location);
+  const { prefer } = opts;
+  const ms = opts.enqueued === false ? undefined : waitMs(deps, req, res, prefer);
+  if (ms === undefined) {
+    // respond-async, or the queue is away: the job is stored, the reconciler enqueues it
+    if (prefer.respondAsync) res.set('preference-applied', 'respond-async');
+    res.status(202).json(await jobObject(job, deps.store, ttl));
+    return;
+  }
+  // the job goes on if the client disconnects or this process shuts down; only the waiting stops
+  const gone = clientGone(res);
+  const stop = AbortSignal.any([gone, deps.lifecycle.waitDeadline]);
+  if (opts.digest && !isFinal(job.status)) opts.notes.submitted(res, opts.digest, job.id, ms);
+  const done = isFinal(job.status) ? job : ((await waitForJob(deps, job.id, ms, stop, opts.early)) ?? job);
+  const unanswered = !isFinal(done.status);
+  if (unanswered && opts.digest) opts.notes.unanswered(res, opts.digest, job.id);
+  if (gone.aborted) return;
+
   if (prefer.wait !== undefined) {
     // Replicate's `Prefer: wait=N`: the job object, final (200) or not yet (202 + Location)
-    const gone = clientGone(res);
-    const now = isFinal(job.status) ? job : ((await waitForJob(deps, job.id, ms!, gone, early)) ?? job);
-    if (gone.aborted) return;
-    res.set('preference-applied', `wait=${ms! / 1000}`);
-    if (!isFinal(now.status)) res.status(202).location(location);
-    res.json(await jobObject(now, deps.store, ttl));
+    res.set('preference-applied', `wait=${ms / 1000}`);
+    res.status(unanswered ? 202 : 200).json(await jobObject(done, deps.store, ttl));
     return;
   }
-  if (prefer.respondAsync) {
-    res.set('preference-applied', 'respond-async');
-    res.status(202).location(location).json(await jobObject(job, deps.store, ttl));
-    return;
-  }
-
-  // The job goes on if the client disconnects; only the waiting stops.
-  const gone = clientGone(res);
-  const done = isFinal(job.status) ? job : await waitForJob(deps, job.id, ms!, gone, early);
-  if (gone.aborted) return;
-  if (!done || !isFinal(done.status)) {
-    // x-should-retry: false keeps the OpenAI SDKs from submitting the same edit again
-    res.set('x-should-retry', 'false').location(location);
+  if (unanswered) {
     res.status(504).json({
       error: { message: `The edit is still running as job ${job.id}; fetch GET ${location} for its result`, type: 'server_error', param: null, code: 'sync_wait_timeout' },
     });
@@ -136,7 +195,7 @@ async function respondWithJob(deps: ApiDeps, res: Response, job: JobRecord, pref
   }
   const status = done.error?.status ?? (done.status === 'canceled' ? 409 : done.status === 'expired' ? 408 : 500);
   const error = done.error ? publicError(done.error) : { message: `The job was ${done.status} before it finished`, type: 'invalid_request_error', code: `job_${done.status}` };
-  res.set('x-should-retry', status >= 500 ? 'true' : 'false').status(status).json({ error: { param: null, ...error } });
+  res.status(status).json({ error: { param: null, ...error } });
 }
 
 const onlyJson: express.RequestHandler = (req, _res, next) => next(req.is('application/json') ? undefined : 'route');
@@ -150,9 +209,11 @@ const requireMultipart: import('express').RequestHandler = (req, _res, next) => 
   );
 };
 
+type Prefer = { respondAsync: boolean; wait?: number };
+
 /** RFC 7240 preferences this endpoint honours: `respond-async` and `wait=N` (seconds). */
-export function parsePrefer(prefer: string | undefined): { respondAsync: boolean; wait?: number } {
-  const out: { respondAsync: boolean; wait?: number } = { respondAsync: false };
+export function parsePrefer(prefer: string | undefined): Prefer {
+  const out: Prefer = { respondAsync: false };
   for (const part of (prefer ?? '').split(',')) {
     const [name, value] = part.trim().split(';')[0]!.split('=').map((x) => x?.trim().toLowerCase());
     if (name === 'respond-async') out.respondAsync = true;

@@ -13,13 +13,18 @@ async function check(name: string, fn: () => Promise<unknown>, timeoutMs = 2000)
   }
 }
 
-/** /healthz: the process answers. /readyz: Postgres, Redis and S3 answer too. */
+/** /healthz: the process answers. /readyz: Postgres, Redis and S3 answer too, and the process is not shutting down. */
 export function healthRouter(deps: ApiDeps): Router {
   const router = Router();
   router.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
   router.get('/readyz', async (_req, res) => {
+    // SIGTERM: out of the load balancer's rotation at once (the response also carries Connection: close)
+    if (deps.lifecycle.draining) {
+      res.status(503).json({ status: 'draining' });
+      return;
+    }
     const checks = Object.fromEntries(
       await Promise.all([
         check('postgres', () => deps.db.$queryRaw`SELECT 1`),

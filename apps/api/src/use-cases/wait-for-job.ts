@@ -1,9 +1,12 @@
-import { isFinal, type JobStatus } from '@image-edits/core';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isDependencyError, isFinal, type JobStatus } from '@image-edits/core';
 import { getJob, type JobRecord } from '@image-edits/db';
 import type { JobEvent } from '@image-edits/queue';
 import type { ApiDeps } from '../deps';
 
 const SAFETY_RECHECK_MS = 15_000;
+/** while our database does not answer, it is asked again this often (the wait goes on; it never fails) */
+const OUTAGE_RECHECK_MS = 1000;
 
 /** A wait for a job's final event that was registered before the job could end (see `listenForEnd`). */
 export interface EarlyListener {
@@ -28,13 +31,22 @@ export function listenForEnd(deps: Pick<ApiDeps, 'hub'>, jobId: string, timeoutM
  * went away: the job itself goes on). Completion arrives over Redis pub/sub; the row is read once
  * before waiting (the job may already be done; unless `early` was listening since before the job
  * was enqueued) and again at long intervals in case a message was lost while Redis reconnected.
+ * A read that fails because our database is away is retried until the deadline: null then means
+ * the job's state is unknown (the caller answers as for an unfinished job).
  */
 export async function waitForJob(deps: Pick<ApiDeps, 'db' | 'hub'>, jobId: string, timeoutMs: number, signal?: AbortSignal, early?: EarlyListener): Promise<JobRecord | null> {
   const deadline = Date.now() + timeoutMs;
+  const read = (): Promise<JobRecord | null | 'unknown'> =>
+    getJob(deps.db, jobId).catch((err: unknown) => {
+      if (!isDependencyError(err)) throw err;
+      return 'unknown' as const;
+    });
+  // 'unknown': our database did not answer
+  let last: JobRecord | null | 'unknown';
   if (early) {
     await early.event;
-    const job = await getJob(deps.db, jobId);
-    if (!job || isFinal(job.status) || deadline - Date.now() <= 0 || signal?.aborted) return job;
+    last = await read();
+    if (last === null || (last !== 'unknown' && isFinal(last.status)) || deadline - Date.now() <= 0 || signal?.aborted) return known(last);
   }
   for (;;) {
     const remaining = deadline - Date.now();
@@ -42,13 +54,18 @@ export async function waitForJob(deps: Pick<ApiDeps, 'db' | 'hub'>, jobId: strin
     const stop = new AbortController();
     const waitSignal = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
     const event = deps.hub.waitFor(jobId, (e) => isFinal(e.status as JobStatus), Math.max(0, Math.min(remaining, SAFETY_RECHECK_MS)), waitSignal);
-    const job = await getJob(deps.db, jobId);
-    if (!job || isFinal(job.status) || remaining <= 0 || signal?.aborted) {
+    last = await read();
+    if (last === null || (last !== 'unknown' && isFinal(last.status)) || remaining <= 0 || signal?.aborted) {
       stop.abort();
       await event;
-      return job;
+      return known(last);
     }
-    await event;
-    if (signal?.aborted) return getJob(deps.db, jobId);
+    // a read that failed is tried again soon rather than at the long interval
+    if (last === 'unknown') await Promise.race([event, sleep(Math.min(remaining, OUTAGE_RECHECK_MS))]);
+    else await event;
+    stop.abort();
+    if (signal?.aborted) return known(await read());
   }
 }
+
+const known = (job: JobRecord | null | 'unknown'): JobRecord | null => (job === 'unknown' ? null : job);
