@@ -225,7 +225,20 @@ describe('our own infrastructure failing', () => {
     };
     await submitFor(3000);
     s.redis.set('refuse');
-    await submitFor(45_000);
+    // a synchronous (OpenAI-style) submission cannot be waited for: 202 with the job's Location, at once
+    const { image, mask } = await editInputs();
+    const syncStarted = Date.now();
+    const sync = await fetch(`${s.url}/v1/images/edits`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.key}` },
+      body: editForm({ prompt: 'sync while redis is down', model: 'gpt-image-1' }, [['image', image, 'in.png'], ['mask', mask, 'mask.png']]),
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(sync.status).toBe(202);
+    expect(Date.now() - syncStarted).toBeLessThan(5000);
+    const syncJob = sync.headers.get('x-job-id')!;
+    expect(sync.headers.get('location')).toBe(`/v1/jobs/${syncJob}`);
+    await submitFor(45_000 - (Date.now() - syncStarted));
     s.redis.set('up');
     await submitFor(3000);
     expect(answers.length).toBeGreaterThan(20);
@@ -235,6 +248,7 @@ describe('our own infrastructure failing', () => {
     }
     const accepted = answers.flatMap((a) => (a.id ? [a.id] : []));
     expect(accepted.length).toBeGreaterThan(answers.length / 2);
+    accepted.push(syncJob);
     await expectExactlyOnce(s, accepted);
   }, 240_000);
 

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { deleteRedisPrefix, type FakeOpenAI, makeMask, makePng, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
+import { deleteRedisPrefix, type FakeFal, type FakeOpenAI, makeMask, makePng, startFakeFal, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
 import { startWorker } from '@image-edits/worker';
 import { editForm, pollJob, post } from './helpers';
 
@@ -9,14 +9,17 @@ import { editForm, pollJob, post } from './helpers';
 const ROOT = path.resolve(__dirname, '..');
 let svc: TestService | undefined;
 let fake: FakeOpenAI | undefined;
+let fal: FakeFal | undefined;
 const children: ChildProcess[] = [];
 
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
   await svc?.stop();
   await fake?.close();
+  await fal?.close();
   svc = undefined;
   fake = undefined;
+  fal = undefined;
 });
 
 function spawnWorker(env: Record<string, string>): ChildProcess {
@@ -156,4 +159,38 @@ describe('recovery', () => {
     expect(row.status).toBe('succeeded');
     expect(fake.requests.length).toBe(1);
   });
+
+  it('a worker killed while fal works on its request: the next worker resumes that request, nothing is paid twice', async () => {
+    fal = await startFakeFal({ apiKey: 'fal-key' });
+    svc = await startTestService(
+      { FAL_KEY: 'fal-key', FAL_BASE_URL: fal.url, WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000' },
+      { worker: false },
+    );
+    // the first status poll never answers: the worker is waiting on fal when it dies
+    const releasePoll = fal.hold({ kind: 'status', times: 1 });
+    const first = spawnWorker(svc.testEnv.env);
+    const hole = { x: 16, y: 16, width: 16, height: 16 };
+    const res = await post(
+      `${svc.url}/v1/images/edits`,
+      svc.apiKey,
+      editForm({ prompt: 'a balloon', model: 'flux-fill-pro' }, [['image', await makePng(64, 64), 'in.png'], ['mask', await makeMask(64, 64, hole), 'mask.png']]),
+      { prefer: 'respond-async' },
+    );
+    expect(res.status).toBe(202);
+    const jobId = res.body.id as string;
+    await until(() => fal!.requests.some((r) => r.kind === 'status'));
+    // the request id was recorded before the wait
+    const row = await svc.db.job.findUniqueOrThrow({ where: { id: jobId } });
+    expect(row.providerRequest).toEqual({ target: 0, ids: [fal.submissions[0]!.requestId] });
+
+    first.kill('SIGKILL');
+    await exited(first);
+    spawnWorker(svc.testEnv.env);
+    const done = await pollJob(svc.url, svc.apiKey, jobId, 45_000);
+    releasePoll();
+    expect(done.status).toBe('succeeded');
+    expect(done.provider).toBe('fal');
+    expect(fal.submissions).toHaveLength(1);
+    expect(await svc.db.usage.count({ where: { jobId } })).toBe(1);
+  }, 90_000);
 });
