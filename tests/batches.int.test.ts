@@ -153,6 +153,7 @@ describe('a batch with the official OpenAI SDK', () => {
       '',
       edit('gone-file-5', { ...baseBody(), images: [{ file_id: 'file-doesnotexist' }] }),
       edit('meta-6', { ...baseBody(), metadata: { order: '42' } }),
+      edit('unknown-7', { ...baseBody(), colour: 'red' }),
     ];
     const inputId = await uploadJsonl(jsonl(lines));
     const created = await client.batches.create({ input_file_id: inputId, endpoint: '/v1/images/edits', completion_window: '24h', metadata: { run: 'sdk' } });
@@ -181,7 +182,7 @@ describe('a batch with the official OpenAI SDK', () => {
 
     const done = await pollBatch(created.id, final);
     expect(done.status).toBe('completed');
-    expect(done.request_counts).toEqual({ total: 6, completed: 4, failed: 2 });
+    expect(done.request_counts).toEqual({ total: 7, completed: 4, failed: 3 });
     for (const k of ['in_progress_at', 'finalizing_at', 'completed_at'] as const) expect(done[k]).toEqual(expect.any(Number));
     expect(done.output_file_id).toMatch(/^file-/);
     expect(done.error_file_id).toMatch(/^file-/);
@@ -190,8 +191,8 @@ describe('a batch with the official OpenAI SDK', () => {
     const errors = await fileLines(done.error_file_id);
     // every custom_id exactly once across the two files
     const ids = [...output, ...errors].map((l) => l.custom_id).sort();
-    expect(ids).toEqual(['b64-1', 'bad-n-3', 'data-url-2', 'gone-file-5', 'meta-6', 'url-0']);
-    expect(new Set([...output, ...errors].map((l) => l.id)).size).toBe(6);
+    expect(ids).toEqual(['b64-1', 'bad-n-3', 'data-url-2', 'gone-file-5', 'meta-6', 'unknown-7', 'url-0']);
+    expect(new Set([...output, ...errors].map((l) => l.id)).size).toBe(7);
     for (const l of [...output, ...errors]) expect(l.id).toMatch(/^batch_req_[0-9a-z]+$/);
 
     const byId = Object.fromEntries(output.map((l) => [l.custom_id, l]));
@@ -216,12 +217,14 @@ describe('a batch with the official OpenAI SDK', () => {
       response: { status_code: 400, request_id: null, body: { error: { param: 'n', code: 'invalid_value' } } },
       error: { code: 'invalid_value', message: expect.stringMatching(/n must be an integer from 1 to 10/) },
     });
+    // a line's body follows the endpoint's rule: an unknown field is refused, naming it
+    expect(bad['unknown-7']).toMatchObject({ response: { status_code: 400, body: { error: { param: 'colour', code: 'unknown_parameter' } } }, error: { code: 'unknown_parameter' } });
     expect(bad['gone-file-5']).toMatchObject({ response: { status_code: 400, body: { error: { param: 'images[0].file_id', code: 'file_not_found' } } }, error: { code: 'file_not_found' } });
 
     // the result files are the key's files (purpose batch_output), listed and read like any other
     const outFile = await client.files.retrieve(done.output_file_id!);
     expect(outFile).toMatchObject({ purpose: 'batch_output', filename: `batch_${done.id}_output.jsonl` });
-    // 7 fake requests: the two refused lines never reached the upstream
+    // the refused lines never reached the upstream
     expect(fake.requests.filter((r) => r.path.endsWith('/images/edits'))).toHaveLength(4);
 
     // listed with a cursor, newest first
@@ -231,7 +234,7 @@ describe('a batch with the official OpenAI SDK', () => {
     // one batch.completed webhook with the batch object; no job.* events for its children
     await until(() => batchEvents(done.id).length > 0);
     const [event] = batchEvents(done.id);
-    expect(event).toMatchObject({ type: 'batch.completed', data: { id: done.id, object: 'batch', status: 'completed', request_counts: { total: 6, completed: 4, failed: 2 } } });
+    expect(event).toMatchObject({ type: 'batch.completed', data: { id: done.id, object: 'batch', status: 'completed', request_counts: { total: 7, completed: 4, failed: 3 } } });
     expect(receiver.received.map((r) => JSON.parse(r.body).type).filter((t: string) => t.startsWith('job.'))).toEqual([]);
   });
 

@@ -282,6 +282,9 @@ describe('validation of the JSON form: status, param, and nothing stored', () =>
     ['n out of range', () => ({ prompt: 'x', n: 11, images: [{ image_url: `${imagesUrl}/holed.png` }] }), 400, 'n', 'invalid_value'],
     ['metadata not an object', () => ({ prompt: 'x', metadata: [1], images: [img()] }), 400, 'metadata', 'invalid_value'],
     ['image instead of images', () => ({ prompt: 'x', image: dataUrl(holed) }), 400, 'image', 'unknown_parameter'],
+    ['an unknown field', () => ({ prompt: 'x', colour: 'red', images: [{ image_url: `${imagesUrl}/holed.png` }] }), 400, 'colour', 'unknown_parameter'],
+    ['moderation on a model without it', () => ({ prompt: 'x', moderation: 'low', images: [{ image_url: `${imagesUrl}/holed.png` }] }), 400, 'moderation', 'unsupported_parameter'],
+    ["OpenAI's markup, which no model here takes", () => ({ prompt: 'x', markup: { image_url: `${imagesUrl}/holed.png` }, images: [{ image_url: `${imagesUrl}/holed.png` }] }), 400, 'markup', 'unsupported_parameter'],
     ['a body that is not an object', () => [1, 2], 400, null, 'invalid_json'],
   ];
   it.each(cases)('%s', async (_name, build, status, param, code) => {
@@ -299,7 +302,7 @@ describe('validation of the JSON form: status, param, and nothing stored', () =>
     expect(await svc.db.job.count()).toBe(jobsBefore);
     expect(await s3Keys(svc, 'jobs/')).toEqual(keysBefore);
     // text fields are checked before any URL is fetched
-    if (param === 'prompt' || param === 'n') expect(hits.length).toBe(hitsBefore);
+    if (param === 'prompt' || param === 'n' || code === 'unknown_parameter' || code === 'unsupported_parameter') expect(hits.length).toBe(hitsBefore);
   });
 
   it('malformed JSON is a 400', async () => {

@@ -19,10 +19,10 @@ async function countJobs(): Promise<number> {
 }
 
 describe('POST /v1/images/edits with local-inpaint', () => {
-  it('sync mode answers in OpenAI shape with a presigned URL to a filled PNG of the requested size', async () => {
+  it('sync mode answers in OpenAI shape with a presigned URL (asked for) to a filled PNG of the requested size', async () => {
     const image = await makePng(256, 256);
     const mask = await makeMask(256, 256, hole);
-    const res = await post(edits(), svc.apiKey, editForm({ prompt: 'fill it', model: 'local-inpaint', size: '256x256' }, [['image', image, 'in.png'], ['mask', mask, 'mask.png']]));
+    const res = await post(edits(), svc.apiKey, editForm({ prompt: 'fill it', model: 'local-inpaint', size: '256x256', response_format: 'url' }, [['image', image, 'in.png'], ['mask', mask, 'mask.png']]));
     expect(res.status).toBe(200);
     expect(res.body.created).toEqual(expect.any(Number));
     expect(res.body.data).toHaveLength(1);
@@ -52,6 +52,17 @@ describe('POST /v1/images/edits with local-inpaint', () => {
     expect(row.usage).toMatchObject({ images: 1, model: 'local-inpaint', provider: 'local' });
   });
 
+  it('answers b64_json by default, at the input\'s size (size auto, as /v1/models advertises)', async () => {
+    const image = await makePng(96, 96, { hole: { x: 8, y: 8, width: 16, height: 16 } });
+    const res = await post(edits(), svc.apiKey, editForm({ prompt: 'x', model: 'local-inpaint' }, [['image', image, 'in.png']]));
+    expect(res.status).toBe(200);
+    expect(Object.keys(res.body.data[0])).toEqual(['b64_json']);
+    expect(await decode(Buffer.from(res.body.data[0].b64_json, 'base64'))).toMatchObject({ format: 'png', width: 96, height: 96 });
+    const model = await get(`${svc.url}/v1/models/local-inpaint`, svc.apiKey);
+    expect(model.body.capabilities).toMatchObject({ default_size: 'auto', default_response_format: 'b64_json' });
+    expect(model.body.capabilities.sizes).toContain('auto');
+  });
+
   it('uses the image transparency as the mask, honours n and b64_json, and is deterministic', async () => {
     const image = await makePng(256, 256, { hole });
     const form = () => editForm({ prompt: 'x', n: '2', response_format: 'b64_json', size: '256x256' }, [['image', image, 'in.png']]);
@@ -69,7 +80,7 @@ describe('POST /v1/images/edits with local-inpaint', () => {
 
   it('async mode answers 202 with Location and the job; every read presigns afresh', async () => {
     const image = await makePng(256, 256, { hole });
-    const res = await post(edits(), svc.apiKey, editForm({ prompt: 'x', size: '512x512' }, [['image', image, 'in.png']]), { prefer: 'respond-async' });
+    const res = await post(edits(), svc.apiKey, editForm({ prompt: 'x', size: '512x512', response_format: 'url' }, [['image', image, 'in.png']]), { prefer: 'respond-async' });
     expect(res.status).toBe(202);
     expect(res.headers.get('location')).toBe(`/v1/jobs/${res.body.id}`);
     expect(res.body).toMatchObject({ object: 'image.edit.job', status: 'queued', model: 'local-inpaint', result: null, error: null, metadata: {} });
@@ -110,6 +121,12 @@ describe('validation through the API: status, OpenAI error shape, param, and not
     ['input_fidelity on a model without it', async () => editForm({ prompt: 'x', input_fidelity: 'high' }, [['image', await makePng(64, 64), 'a.png']]), 400, 'input_fidelity'],
     ['over 4 MB for a 4 MB model', async () => editForm({ prompt: 'x' }, [['image', Buffer.concat([await makePng(64, 64, { hole }), Buffer.alloc(4 * 1024 * 1024)]), 'big.png']]), 413, 'image'],
     ['an unexpected file field', async () => editForm({ prompt: 'x' }, [['picture', await makePng(64, 64), 'a.png']]), 400, 'picture'],
+    ['an unknown field', async () => editForm({ prompt: 'x', colour: 'red' }, [['image', await makePng(64, 64, { hole }), 'a.png']]), 400, 'colour'],
+    ['an unknown bracketed field', async () => editForm({ prompt: 'x', 'extra[a]': 'b' }, [['image', await makePng(64, 64, { hole }), 'a.png']]), 400, 'extra'],
+    ['moderation on a model without it', async () => editForm({ prompt: 'x', moderation: 'low' }, [['image', await makePng(64, 64, { hole }), 'a.png']]), 400, 'moderation'],
+    ['safety_identifier on a model without it', async () => editForm({ prompt: 'x', safety_identifier: 'u1' }, [['image', await makePng(64, 64, { hole }), 'a.png']]), 400, 'safety_identifier'],
+    ["OpenAI's complexity, which no model here takes", async () => editForm({ prompt: 'x', complexity: 'high' }, [['image', await makePng(64, 64, { hole }), 'a.png']]), 400, 'complexity'],
+    ["OpenAI's markup file", async () => editForm({ prompt: 'x' }, [['image', await makePng(64, 64, { hole }), 'a.png'], ['markup', await makePng(64, 64, { hole }), 'm.png']]), 400, 'markup'],
   ];
   it.each(cases)('%s', async (_name, build, status, param) => {
     const before = await countJobs();
@@ -118,6 +135,17 @@ describe('validation through the API: status, OpenAI error shape, param, and not
     expect(res.body.error).toEqual({ message: expect.any(String), type: expect.any(String), param, code: expect.anything() });
     expect(res.headers.get('x-request-id')).toMatch(/^req_/);
     expect(await countJobs()).toBe(before);
+  });
+
+  it('codes unknown and unsupported parameters as OpenAI does; our own bracketed fields are known', async () => {
+    const image = await makePng(64, 64, { hole: { x: 0, y: 0, width: 8, height: 8 } });
+    const unknown = await post(edits(), svc.apiKey, editForm({ prompt: 'x', colour: 'red' }, [['image', image, 'a.png']]));
+    expect(unknown.body.error).toEqual({ message: "Unknown parameter: 'colour'.", type: 'invalid_request_error', param: 'colour', code: 'unknown_parameter' });
+    const unsupported = await post(edits(), svc.apiKey, editForm({ prompt: 'x', moderation: 'low' }, [['image', image, 'a.png']]));
+    expect(unsupported.body.error).toMatchObject({ param: 'moderation', code: 'unsupported_parameter' });
+    const ok = await post(edits(), svc.apiKey, editForm({ prompt: 'x', 'metadata[order]': '42', cancel_after: '5m', response_format: 'url', size: 'auto' }, [['image', image, 'a.png']]), { prefer: 'respond-async' });
+    expect(ok.status).toBe(202);
+    expect(ok.body.metadata).toEqual({ order: '42' });
   });
 
   it('rejects a decompression bomb by its header, before decoding', async () => {

@@ -145,7 +145,8 @@ describe('official openai SDK as the client', () => {
       await new Promise((r) => setTimeout(r, 100));
       current = await client.get(`/jobs/${job.id}`);
     }
-    expect(current).toMatchObject({ id: job.id, status: 'succeeded', result: { data: [{ url: expect.any(String) }] } });
+    // the job's result answers as the edit would have: b64_json, local-inpaint's default
+    expect(current).toMatchObject({ id: job.id, status: 'succeeded', result: { data: [{ b64_json: expect.any(String) }] } });
   });
 
   it('lists the configured models', async () => {

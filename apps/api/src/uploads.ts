@@ -36,6 +36,8 @@ export function multipartUpload(uploadDir: string, opts: UploadOptions = {}): Re
     limits: { fileSize: MAX_UPLOAD_BYTES + 1, files: MAX_FILES, fields: 64, fieldSize: 256 * 1024, parts: 128 },
     fileFilter: (_req, file, cb) => {
       if (isImageField(file.fieldname) || file.fieldname === 'mask') cb(null, true);
+      // OpenAI's guide overlay (GPT Image 2.5): no model served here takes it
+      else if (file.fieldname === 'markup') cb(invalidRequest('markup is not supported by the models served here; send the region to edit as mask', 'markup', 'unsupported_parameter'));
       else cb(invalidRequest(`unexpected file field '${file.fieldname}'; send images as 'image' (or 'image[]') and the mask as 'mask'`, file.fieldname, 'unexpected_file_field'));
     },
   }).any();

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { dependencyOf, editCost, isDependencyError, type JobError, type ProviderSettings } from '@image-edits/core';
+import { dependencyOf, editCost, isDependencyError, type JobError, type ProviderSettings, tokenUsage } from '@image-edits/core';
 import { type Db, getJob, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, recordProviderRequest, type WebhookEnqueuer } from '@image-edits/db';
 import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
 import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent, RetryLater } from '@image-edits/queue';
@@ -154,6 +154,8 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       ...(p.output_compression !== undefined ? { outputCompression: p.output_compression } : {}),
       ...(p.input_fidelity !== undefined ? { inputFidelity: p.input_fidelity } : {}),
       ...(p.user !== undefined ? { user: p.user } : {}),
+      ...(p.moderation !== undefined ? { moderation: p.moderation } : {}),
+      ...(p.safety_identifier !== undefined ? { safetyIdentifier: p.safety_identifier } : {}),
       ...(p.search_prompt !== undefined ? { searchPrompt: p.search_prompt } : {}),
     };
     const started = Date.now();
@@ -191,7 +193,7 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       markSucceeded(deps.db, jobId, {
         job: { apiKeyId: job.apiKeyId, model: job.model, provider: target.provider },
         outputs,
-        usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens, size: p.size, quality: p.quality, costUsd },
+        usage: { images: outputs.length, inputTokens: result.usage?.inputTokens, outputTokens: result.usage?.outputTokens, details: tokenUsage(result.usage), size: p.size, quality: p.quality, costUsd },
       }),
     );
     log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: !!won }, 'edit finished');
@@ -268,6 +270,8 @@ function toJobError(err: unknown): JobError {
       message: err.message,
       type: clientFault ? 'invalid_request_error' : 'provider_error',
       code: err.code,
+      // the parameter the provider blamed, as the client named it
+      ...(err.param ? { param: err.param } : {}),
       status: clientFault ? 400 : err.code === 'invalid_image' ? 400 : 502,
     };
   }

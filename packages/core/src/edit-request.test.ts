@@ -36,12 +36,53 @@ describe('parseEditFields', () => {
     expect(rejection(() => parseEditFields({ prompt: 'p', background: 'green' }))).toMatchObject({ param: 'background' });
     expect(rejection(() => parseEditFields({ prompt: ['a', 'b'] }))).toMatchObject({ param: 'prompt' });
   });
+  it('refuses a field it does not know, naming it, as OpenAI does (nothing silently dropped)', () => {
+    expect(rejection(() => parseEditFields({ prompt: 'p', colour: 'red' }))).toMatchObject({ status: 400, param: 'colour', code: 'unknown_parameter', message: "Unknown parameter: 'colour'." });
+    // multipart `foo[bar]=x` arrives as foo: {bar: 'x'}
+    expect(rejection(() => parseEditFields({ prompt: 'p', extra: { a: 'b' } }))).toMatchObject({ param: 'extra', code: 'unknown_parameter' });
+    expect(rejection(() => parseEditFields({ prompt: 'p', image: 'https://example.com/a.png' }))).toMatchObject({ param: 'image', code: 'invalid_value' });
+  });
+  it('knows OpenAI\'s fields and this service\'s own', () => {
+    const known = {
+      prompt: 'p', model: 'm', n: '1', size: 'auto', response_format: 'url', user: 'u', background: 'auto', quality: 'auto', output_format: 'png', input_fidelity: 'low',
+      moderation: 'low', safety_identifier: 'hash', stream: 'false', partial_images: '0', search_prompt: 's', metadata: { a: 'b' }, webhook_url: 'https://example.com/h',
+      webhook_events_filter: ['job.succeeded'], cancel_after: '5m', complexity: 'low', frame_count: '3', frame_duration_ms: '100', svg: { model: 'x' }, markup: { file_id: 'f' },
+    };
+    expect(() => parseEditFields(known)).not.toThrow();
+  });
 });
 
 describe('checkEditParams per model', () => {
   const f = (over: Record<string, unknown>) => parseEditFields({ prompt: 'a hat', ...over });
   it('applies defaults', () => {
     expect(checkEditParams('dall-e-2', dalle, f({}))).toEqual({ prompt: 'a hat', n: 1, response_format: 'url' });
+  });
+  it('answers as OpenAI does by default: b64_json for GPT image models and local-inpaint, url for dall-e-2; either when asked', () => {
+    expect(checkEditParams('gpt-image-1', gpt, f({})).response_format).toBe('b64_json');
+    expect(checkEditParams('local-inpaint', FAMILY_CAPABILITIES.local, f({})).response_format).toBe('b64_json');
+    expect(checkEditParams('dall-e-2', dalle, f({})).response_format).toBe('url');
+    expect(checkEditParams('gpt-image-1', gpt, f({ response_format: 'url' })).response_format).toBe('url');
+    expect(checkEditParams('dall-e-2', dalle, f({ response_format: 'b64_json' })).response_format).toBe('b64_json');
+  });
+  it('local-inpaint takes size auto (the input\'s size), its default', () => {
+    expect(FAMILY_CAPABILITIES.local.defaultSize).toBe('auto');
+    expect(checkEditParams('local-inpaint', FAMILY_CAPABILITIES.local, f({ size: 'auto' })).size).toBe('auto');
+  });
+  it('passes moderation and safety_identifier for GPT image models and refuses them elsewhere', () => {
+    expect(checkEditParams('gpt-image-1', gpt, f({ moderation: 'low', safety_identifier: 'user-hash' }))).toMatchObject({ moderation: 'low', safety_identifier: 'user-hash' });
+    expect(rejection(() => parseEditFields({ prompt: 'p', moderation: 'none' }))).toMatchObject({ param: 'moderation', code: 'invalid_value' });
+    for (const [param, value] of [['moderation', 'auto'], ['safety_identifier', 'x']] as const) {
+      for (const [model, caps] of [['dall-e-2', dalle], ['local-inpaint', FAMILY_CAPABILITIES.local], ['stable-image-inpaint', FAMILY_CAPABILITIES.stability]] as const) {
+        expect(rejection(() => checkEditParams(model, caps, f({ [param]: value })))).toMatchObject({ status: 400, param, code: 'unsupported_parameter' });
+      }
+    }
+  });
+  it('refuses OpenAI parameters no model here takes, per model, naming them', () => {
+    for (const [param, value] of [['complexity', 'high'], ['frame_count', '4'], ['frame_duration_ms', '100'], ['svg', { model: 'x' }], ['markup', { file_id: 'f' }], ['output_format', 'gif'], ['output_format', 'svg'], ['quality', 'xhigh']] as const) {
+      const r = rejection(() => checkEditParams('gpt-image-1', gpt, f({ [param]: value })));
+      expect(r).toMatchObject({ status: 400, param, code: 'unsupported_parameter' });
+      expect(r.message).toContain("'gpt-image-1'");
+    }
   });
   it('limits prompt length per model', () => {
     expect(rejection(() => checkEditParams('dall-e-2', dalle, f({ prompt: 'x'.repeat(1001) })))).toMatchObject({ status: 400, param: 'prompt' });

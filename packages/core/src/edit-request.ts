@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { invalidRequest, type ServiceError, tooLarge } from './errors';
-import type { ImageFormat, ModelCapabilities } from './models';
+import type { ImageFormat, ModelCapabilities, ResponseFormat } from './models';
 
 /**
  * The text fields of an edit request, as multipart sends them (everything is a string) or as JSON
@@ -22,10 +22,19 @@ export const editFieldsSchema = z.object({
   response_format: oneOf('response_format', ['url', 'b64_json']).optional(),
   user: z.string().max(256, 'user must be at most 256 characters').optional(),
   background: oneOf('background', ['transparent', 'opaque', 'auto']).optional(),
-  quality: oneOf('quality', ['standard', 'low', 'medium', 'high', 'auto', 'hd']).optional(),
-  output_format: oneOf('output_format', ['png', 'jpeg', 'webp']).optional(),
+  quality: oneOf('quality', ['standard', 'low', 'medium', 'high', 'xhigh', 'max', 'auto', 'hd']).optional(),
+  // gif and svg are OpenAI's too: refused per model (unsupported_parameter), not as unknown values
+  output_format: oneOf('output_format', ['png', 'jpeg', 'webp', 'gif', 'svg']).optional(),
   output_compression: intField('output_compression', 0, 100).optional(),
   input_fidelity: oneOf('input_fidelity', ['high', 'low']).optional(),
+  moderation: oneOf('moderation', ['auto', 'low']).optional(),
+  safety_identifier: z.string().max(256, 'safety_identifier must be at most 256 characters').optional(),
+  // OpenAI's parameters that no model served here takes: known (never `unknown_parameter`), refused per model
+  complexity: z.unknown().optional(),
+  frame_count: z.unknown().optional(),
+  frame_duration_ms: z.unknown().optional(),
+  svg: z.unknown().optional(),
+  markup: z.unknown().optional(),
   stream: z.union([z.boolean(), z.enum(['true', 'false'])]).optional(),
   partial_images: intField('partial_images', 0, 3).optional(),
   /** Stability search-and-replace: what to find in the image */
@@ -41,6 +50,11 @@ export const editFieldsSchema = z.object({
 
 export type EditFields = z.infer<typeof editFieldsSchema>;
 
+/** Every field an edit request may name: OpenAI's (multipart and JSON form) and this service's own. */
+const KNOWN_FIELDS = new Set<string>(Object.keys(editFieldsSchema.shape));
+/** OpenAI's parameters no model here takes: a 400 naming the parameter and the model. */
+const NOT_SERVED = ['complexity', 'frame_count', 'frame_duration_ms', 'svg', 'markup'] as const;
+
 /** The validated parameters stored on the job and handed to the provider. */
 export interface EditParams {
   prompt: string;
@@ -54,10 +68,22 @@ export interface EditParams {
   output_compression?: number;
   input_fidelity?: string;
   search_prompt?: string;
+  /** GPT image models: content moderation strictness, passed upstream */
+  moderation?: string;
+  /** GPT image models: the end user's stable id for abuse monitoring, passed upstream */
+  safety_identifier?: string;
 }
 
-/** Multipart repeats a field as an array; a text field must appear once. */
+/**
+ * Multipart repeats a field as an array; a text field must appear once. A field this endpoint does
+ * not know is a 400 `unknown_parameter` naming it, as at OpenAI (never silently dropped). Images
+ * come as files (multipart) or as `images`/`mask` (JSON form, taken off before this), never here.
+ */
 export function parseEditFields(raw: Record<string, unknown>): EditFields {
+  for (const key of Object.keys(raw)) {
+    if (key === 'image' || key === 'mask') throw invalidRequest(`${key} must be sent as a file, not a text field`, key, 'invalid_value');
+    if (!KNOWN_FIELDS.has(key)) throw invalidRequest(`Unknown parameter: '${key}'.`, key, 'unknown_parameter');
+  }
   const flat: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
     if (Array.isArray(value) && key === 'webhook_events_filter') {
@@ -108,6 +134,9 @@ export function checkEditParams(model: string, caps: ModelCapabilities, f: EditF
   if (f.input_fidelity !== undefined && !caps.inputFidelities.includes(f.input_fidelity)) {
     throw unsupported('input_fidelity', f.input_fidelity, caps.inputFidelities);
   }
+  if (f.moderation !== undefined && !caps.moderations.includes(f.moderation)) throw unsupported('moderation', f.moderation, caps.moderations);
+  if (f.safety_identifier !== undefined && !caps.acceptsSafetyIdentifier) throw unsupported('safety_identifier', f.safety_identifier, []);
+  for (const param of NOT_SERVED) if (f[param] !== undefined) throw unsupported(param, f[param], []);
   if (caps.needsSearchPrompt && !f.search_prompt?.trim()) {
     throw invalidRequest(`search_prompt is required by model '${model}': it names what to find and replace`, 'search_prompt', 'missing_required_parameter');
   }
@@ -116,7 +145,7 @@ export function checkEditParams(model: string, caps: ModelCapabilities, f: EditF
     throw invalidRequest("background 'transparent' needs output_format png or webp", 'background', 'unsupported_parameter');
   }
 
-  const params: EditParams = { prompt: f.prompt, n: f.n ?? 1, response_format: (f.response_format ?? 'url') as EditParams['response_format'] };
+  const params: EditParams = { prompt: f.prompt, n: f.n ?? 1, response_format: (f.response_format as ResponseFormat | undefined) ?? caps.defaultResponseFormat };
   if (f.size !== undefined) params.size = f.size;
   if (f.user !== undefined) params.user = f.user;
   if (f.background !== undefined) params.background = f.background;
@@ -125,6 +154,8 @@ export function checkEditParams(model: string, caps: ModelCapabilities, f: EditF
   if (f.output_compression !== undefined) params.output_compression = f.output_compression;
   if (f.input_fidelity !== undefined) params.input_fidelity = f.input_fidelity;
   if (f.search_prompt !== undefined) params.search_prompt = f.search_prompt;
+  if (f.moderation !== undefined) params.moderation = f.moderation;
+  if (f.safety_identifier !== undefined) params.safety_identifier = f.safety_identifier;
   return params;
 }
 

@@ -19,7 +19,47 @@ export interface JobView {
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
-  usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number } | null;
+  usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number; details?: TokenUsage | null } | null;
+}
+
+/**
+ * A provider's token usage in OpenAI's shape, complete: what sync answers, job objects, webhooks and
+ * batch output show, and what the usage row keeps (`details`).
+ */
+export interface TokenUsage {
+  input_tokens: number;
+  input_tokens_details?: { image_tokens: number; text_tokens: number };
+  output_tokens: number;
+  total_tokens: number;
+  /** as the provider reports them (e.g. image_tokens, text_tokens) */
+  output_tokens_details?: Record<string, number>;
+}
+
+/** The token counts a provider reports (packages/providers' ProviderUsage fits). */
+export interface ReportedTokens {
+  inputTokens?: number | undefined;
+  outputTokens?: number | undefined;
+  totalTokens?: number | undefined;
+  imageTokens?: number | undefined;
+  textTokens?: number | undefined;
+  outputTokensDetails?: Record<string, number> | undefined;
+}
+
+/** The provider's usage in OpenAI's shape; undefined when it reported no tokens (local, per-image providers). */
+export function tokenUsage(u: ReportedTokens | undefined): TokenUsage | undefined {
+  if (!u || (u.inputTokens === undefined && u.outputTokens === undefined && u.totalTokens === undefined)) return undefined;
+  const input = u.inputTokens ?? (u.imageTokens ?? 0) + (u.textTokens ?? 0);
+  const output = u.outputTokens ?? Math.max(0, (u.totalTokens ?? input) - input);
+  const usage: TokenUsage = { input_tokens: input, output_tokens: output, total_tokens: u.totalTokens ?? input + output };
+  if (u.imageTokens !== undefined || u.textTokens !== undefined) {
+    // both, as OpenAI gives them: one the provider left out is what the other leaves of the input
+    const image = u.imageTokens ?? Math.max(0, input - (u.textTokens ?? 0));
+    usage.input_tokens_details = { image_tokens: image, text_tokens: u.textTokens ?? Math.max(0, input - image) };
+  }
+  if (u.outputTokensDetails && Object.keys(u.outputTokensDetails).length > 0) usage.output_tokens_details = { ...u.outputTokensDetails };
+  // OpenAI's key order: input_tokens, input_tokens_details, output_tokens, total_tokens, output_tokens_details
+  const { input_tokens, input_tokens_details, output_tokens, total_tokens, output_tokens_details } = usage;
+  return { input_tokens, ...(input_tokens_details ? { input_tokens_details } : {}), output_tokens, total_tokens, ...(output_tokens_details ? { output_tokens_details } : {}) };
 }
 
 /** The object store as the views need it (ObjectStore fits). */
@@ -31,6 +71,8 @@ export interface MediaSource {
 export interface ViewOptions {
   /** presigned URLs even when the job asked for b64_json: webhook payloads stay small */
   urlsOnly?: boolean;
+  /** a queued job's place in its provider's line (jobs ahead of it), when the caller looked it up */
+  queuePosition?: number | null;
 }
 
 type ImageDatum = { url: string; revised_prompt?: string } | { b64_json: string; revised_prompt?: string };
@@ -58,7 +100,9 @@ export async function editResponse(job: JobView, store: MediaSource, ttlSeconds:
     body.size = first ? `${first.width}x${first.height}` : (job.params.size ?? 'auto');
   }
   const usage = job.usage;
-  if (usage && (usage.inputTokens !== null || usage.outputTokens !== null)) {
+  // the provider's usage as it reported it; rows from before `details` was kept show the totals
+  if (usage?.details) body.usage = usage.details;
+  else if (usage && (usage.inputTokens !== null || usage.outputTokens !== null)) {
     const input = usage.inputTokens ?? 0;
     const output = usage.outputTokens ?? 0;
     body.usage = { input_tokens: input, output_tokens: output, total_tokens: input + output };
@@ -85,10 +129,27 @@ export async function jobObject(job: JobView, store: MediaSource, ttlSeconds: nu
     started_at: seconds(job.startedAt),
     completed_at: seconds(job.completedAt),
     attempts: job.attempts,
+    queue_position: job.status === 'queued' ? (opts.queuePosition ?? null) : null,
     result: job.status === 'succeeded' ? await editResponse(job, store, ttlSeconds, opts) : null,
     error: job.status === 'succeeded' || !job.error ? null : publicError(job.error),
-    usage: job.usage ? { images: job.usage.images, input_tokens: job.usage.inputTokens, output_tokens: job.usage.outputTokens, cost_usd: job.usage.costUsd } : null,
+    usage: job.usage ? usageObject(job.usage) : null,
     metadata: job.metadata,
     urls: { get: `/v1/jobs/${job.id}` },
+  };
+}
+
+/** The job object's usage: images and cost beside the provider's token usage (nulls when it reported none). */
+function usageObject(u: NonNullable<JobView['usage']>): Record<string, unknown> {
+  const d = u.details ?? undefined;
+  const input = d?.input_tokens ?? u.inputTokens;
+  const output = d?.output_tokens ?? u.outputTokens;
+  return {
+    images: u.images,
+    input_tokens: input,
+    input_tokens_details: d?.input_tokens_details ?? null,
+    output_tokens: output,
+    ...(d?.output_tokens_details ? { output_tokens_details: d.output_tokens_details } : {}),
+    total_tokens: d?.total_tokens ?? (input === null && output === null ? null : (input ?? 0) + (output ?? 0)),
+    cost_usd: u.costUsd,
   };
 }

@@ -29,7 +29,15 @@ export interface ModelCapabilities {
   outputFormats: ImageFormat[];
   supportsOutputCompression: boolean;
   inputFidelities: string[];
+  /** what `response_format` is when the request sends none (OpenAI: `url` for dall-e-2, `b64_json` for GPT image models) */
+  defaultResponseFormat: ResponseFormat;
+  /** values of `moderation` the model takes and passes upstream (empty: sending it is a 400) */
+  moderations: string[];
+  /** `safety_identifier` is passed upstream (false: sending it is a 400) */
+  acceptsSafetyIdentifier: boolean;
 }
+
+export type ResponseFormat = 'url' | 'b64_json';
 
 const MB = 1024 * 1024;
 /** Providers that keep the input's size get their output resized to these (the adapter does it). */
@@ -53,6 +61,9 @@ const DALL_E_2: ModelCapabilities = {
   outputFormats: ['png'],
   supportsOutputCompression: false,
   inputFidelities: [],
+  defaultResponseFormat: 'url',
+  moderations: [],
+  acceptsSafetyIdentifier: false,
 };
 
 const GPT_IMAGE: ModelCapabilities = {
@@ -73,12 +84,23 @@ const GPT_IMAGE: ModelCapabilities = {
   outputFormats: ['png', 'jpeg', 'webp'],
   supportsOutputCompression: true,
   inputFidelities: ['high', 'low'],
+  // GPT image models answer base64 upstream, and some clients (the AI SDK) read only that
+  defaultResponseFormat: 'b64_json',
+  moderations: ['auto', 'low'],
+  acceptsSafetyIdentifier: true,
 };
 
-/** The built-in offline model takes dall-e-2's inputs and honours the output options it can. */
+/**
+ * The built-in offline model takes dall-e-2's inputs and honours the output options it can. It
+ * answers `b64_json` by default, as GPT image models do (so every client works with no keys), and
+ * keeps the input's size unless asked for another (`auto`, its default).
+ */
 const LOCAL_INPAINT: ModelCapabilities = {
   ...DALL_E_2,
   family: 'local',
+  sizes: ['auto', '256x256', '512x512', '1024x1024'],
+  defaultSize: 'auto',
+  defaultResponseFormat: 'b64_json',
   qualities: ['standard', 'auto'],
   backgrounds: ['transparent', 'opaque', 'auto'],
   outputFormats: ['png', 'jpeg', 'webp'],
@@ -105,6 +127,9 @@ const STABILITY: ModelCapabilities = {
   outputFormats: ['png', 'jpeg', 'webp'],
   supportsOutputCompression: false,
   inputFidelities: [],
+  defaultResponseFormat: 'url',
+  moderations: [],
+  acceptsSafetyIdentifier: false,
 };
 
 /**
@@ -129,6 +154,9 @@ const GEMINI: ModelCapabilities = {
   outputFormats: ['png', 'jpeg', 'webp'],
   supportsOutputCompression: true,
   inputFidelities: [],
+  defaultResponseFormat: 'url',
+  moderations: [],
+  acceptsSafetyIdentifier: false,
 };
 
 /** FLUX Fill (fal, Replicate): one image, a mask (or its alpha) is required, jpeg or png out. */
@@ -151,6 +179,9 @@ const FLUX: ModelCapabilities = {
   outputFormats: ['png', 'jpeg'],
   supportsOutputCompression: false,
   inputFidelities: [],
+  defaultResponseFormat: 'url',
+  moderations: [],
+  acceptsSafetyIdentifier: false,
 };
 
 /** The capabilities each family starts from; a registry entry may override any field. */

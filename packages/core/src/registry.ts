@@ -38,6 +38,9 @@ const capabilitiesSchema = z
     outputFormats: formats.min(1),
     supportsOutputCompression: z.boolean(),
     inputFidelities: z.array(z.string()),
+    defaultResponseFormat: z.enum(['url', 'b64_json']),
+    moderations: z.array(z.enum(['auto', 'low'])),
+    acceptsSafetyIdentifier: z.boolean(),
   })
   .strict()
   .partial();

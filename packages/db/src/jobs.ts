@@ -1,4 +1,4 @@
-import { type EditParams, type JobError, type JobInputs, type JobStatus, type JobTarget, movableFrom, newId, type StoredImage } from '@image-edits/core';
+import { type EditParams, type JobError, type JobInputs, type JobStatus, type JobTarget, movableFrom, newId, type StoredImage, type TokenUsage } from '@image-edits/core';
 import type { Db } from './client';
 import { Prisma } from './generated/prisma/client';
 import { bumpBatch, type Finished, finishedFrom } from './batch-counts';
@@ -33,7 +33,8 @@ export interface JobRecord {
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
-  usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number } | null;
+  /** `details`: the provider's usage in OpenAI's shape (null when it reported no tokens) */
+  usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number; details: TokenUsage | null } | null;
 }
 
 export interface ProviderRequest {
@@ -70,7 +71,9 @@ function toRecord(row: Row): JobRecord {
     createdAt: row.createdAt,
     startedAt: row.startedAt,
     completedAt: row.completedAt,
-    usage: row.usage ? { images: row.usage.images, inputTokens: row.usage.inputTokens, outputTokens: row.usage.outputTokens, costUsd: Number(row.usage.costUsd) } : null,
+    usage: row.usage
+      ? { images: row.usage.images, inputTokens: row.usage.inputTokens, outputTokens: row.usage.outputTokens, costUsd: Number(row.usage.costUsd), details: (row.usage.details as unknown as TokenUsage | null) ?? null }
+      : null,
   };
 }
 
@@ -171,7 +174,8 @@ export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promis
 }
 
 const SELECT_JOB_WITH_USAGE = Prisma.sql`
-  SELECT j.*, u.images AS usage_images, u.input_tokens AS usage_input_tokens, u.output_tokens AS usage_output_tokens, u.cost_usd AS usage_cost_usd
+  SELECT j.*, u.images AS usage_images, u.input_tokens AS usage_input_tokens, u.output_tokens AS usage_output_tokens, u.cost_usd AS usage_cost_usd,
+         u.details AS usage_details
     FROM jobs j LEFT JOIN usage u ON u.job_id = j.id`;
 
 interface RawJobWithUsage extends RawJobRow {
@@ -179,11 +183,14 @@ interface RawJobWithUsage extends RawJobRow {
   usage_input_tokens: number | null;
   usage_output_tokens: number | null;
   usage_cost_usd: { toString(): string } | null;
+  usage_details: unknown;
 }
 
 function fromRawRowWithUsage(r: RawJobWithUsage): JobRecord {
   const job = fromRawRow(r);
-  if (r.usage_images !== null) job.usage = { images: r.usage_images, inputTokens: r.usage_input_tokens, outputTokens: r.usage_output_tokens, costUsd: Number(r.usage_cost_usd ?? 0) };
+  if (r.usage_images !== null) {
+    job.usage = { images: r.usage_images, inputTokens: r.usage_input_tokens, outputTokens: r.usage_output_tokens, costUsd: Number(r.usage_cost_usd ?? 0), details: (r.usage_details as TokenUsage | null) ?? null };
+  }
   return job;
 }
 
@@ -271,7 +278,16 @@ export interface SuccessInput {
   /** the job as the worker loaded it: the usage row is billed to its key, model and provider */
   job: Pick<JobRecord, 'apiKeyId' | 'model' | 'provider'>;
   outputs: StoredImage[];
-  usage: { images: number; inputTokens?: number | undefined; outputTokens?: number | undefined; size?: string | undefined; quality?: string | undefined; costUsd: number };
+  usage: {
+    images: number;
+    inputTokens?: number | undefined;
+    outputTokens?: number | undefined;
+    /** the provider's usage in OpenAI's shape, kept whole */
+    details?: TokenUsage | undefined;
+    size?: string | undefined;
+    quality?: string | undefined;
+    costUsd: number;
+  };
 }
 
 /**
@@ -291,9 +307,9 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
       WHERE id = ${id} AND status::text = ANY(${movableFrom('succeeded')}::text[])
       RETURNING id, batch_id
     ), billed AS (
-      INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, size, quality, cost_usd, created_at)
+      INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, details, size, quality, cost_usd, created_at)
       SELECT ${newId('usage')}, moved.id, ${job.apiKeyId}, ${job.model}, ${job.provider}, ${u.images}, ${u.inputTokens ?? null}::int, ${u.outputTokens ?? null}::int,
-             ${u.size ?? null}::text, ${u.quality ?? null}::text, ${u.costUsd}::numeric, ${now}
+             ${u.details ? JSON.stringify(u.details) : null}::jsonb, ${u.size ?? null}::text, ${u.quality ?? null}::text, ${u.costUsd}::numeric, ${now}
       FROM moved
       RETURNING job_id
     ), ${bumpBatch('completed', now)}

@@ -1,4 +1,4 @@
-import { invalidRequest, type ModelRoute, parseEditFields, resolveModel, type ServiceConfig, ServiceError, tooLarge } from '@image-edits/core';
+import { checkEditParams, invalidRequest, type ModelRoute, parseEditFields, resolveModel, type ServiceConfig, ServiceError, tooLarge } from '@image-edits/core';
 import { type Db, type FileRecord, getFileForKey } from '@image-edits/db';
 import { fileKey } from '@image-edits/storage';
 import { fetchImage, IMAGE_MEDIA_TYPES, ImageFetchError } from './fetch-image';
@@ -40,7 +40,10 @@ export async function resolveJsonEdit(
   const { images, mask, ...fields } = body as Record<string, unknown>;
   if ('image' in fields) throw invalidRequest('the JSON form takes images: [{"file_id": ...} | {"image_url": ...}], not image', 'image', 'unknown_parameter');
   const parsed = parseEditFields(fields);
-  const caps = resolveModel(deps.routes, parsed.model ?? deps.config.env.DEFAULT_MODEL).capabilities;
+  const route = resolveModel(deps.routes, parsed.model ?? deps.config.env.DEFAULT_MODEL);
+  const caps = route.capabilities;
+  // the model's parameter rules too (prepareEdit applies them again): a refused field fetches nothing
+  checkEditParams(route.id, caps, parsed);
 
   if (images === undefined) throw invalidRequest('images is required: a list of {"file_id": ...} or {"image_url": ...}', 'images', 'missing_required_parameter');
   if (!Array.isArray(images) || images.length === 0 || images.length > MAX_JSON_IMAGES) {

@@ -148,7 +148,8 @@ export async function prepareEdit(deps: Pick<EditDeps, 'store' | 'routes' | 'con
     targets: route.targets.map((t) => ({ provider: t.provider, upstream: t.upstream, price: t.price ?? route.price })),
     params,
     inputs: stored,
-    ...(params.user ? { endUser: params.user } : {}),
+    // OpenAI's safety_identifier supersedes the deprecated user
+    ...(params.safety_identifier || params.user ? { endUser: params.safety_identifier || params.user } : {}),
     metadata: options.metadata,
     ...(options.webhookUrl ? { webhookUrl: options.webhookUrl, webhookEvents: options.webhookEvents } : {}),
     ...(deadlineAt ? { deadlineAt } : {}),

@@ -30,6 +30,10 @@ export interface ProviderEditRequest {
   outputCompression?: number;
   inputFidelity?: string;
   user?: string;
+  /** GPT image models: moderation strictness ('auto' | 'low') */
+  moderation?: string;
+  /** GPT image models: the end user's stable id for OpenAI's abuse monitoring */
+  safetyIdentifier?: string;
   /** Stability search-and-replace: what to find (the prompt says what to put there) */
   searchPrompt?: string;
 }
@@ -45,8 +49,11 @@ export interface ProviderUsage {
   inputTokens?: number;
   outputTokens?: number;
   totalTokens?: number;
+  /** input_tokens_details */
   imageTokens?: number;
   textTokens?: number;
+  /** output_tokens_details as the provider reports them (e.g. image_tokens, text_tokens) */
+  outputTokensDetails?: Record<string, number>;
 }
 
 export interface ProviderEditResult {
@@ -79,11 +86,13 @@ export class ProviderError extends Error {
   readonly code: string;
   readonly retryable: boolean;
   readonly retryAfterMs: number | null;
+  /** the request parameter the upstream named as the cause (OpenAI's `error.param`), kept for the client */
+  readonly param: string | null;
 
   constructor(
     provider: string,
     message: string,
-    opts: { status?: number | null; code: string; retryable: boolean; retryAfterMs?: number | null },
+    opts: { status?: number | null; code: string; retryable: boolean; retryAfterMs?: number | null; param?: string | null },
   ) {
     super(message);
     this.name = 'ProviderError';
@@ -92,5 +101,6 @@ export class ProviderError extends Error {
     this.code = opts.code;
     this.retryable = opts.retryable;
     this.retryAfterMs = opts.retryAfterMs ?? null;
+    this.param = opts.param ?? null;
   }
 }

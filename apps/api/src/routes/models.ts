@@ -35,7 +35,10 @@ function capabilitiesView(c: ModelCapabilities): Record<string, unknown> {
     max_mask_bytes: c.maxMaskBytes,
     max_prompt_chars: c.maxPromptChars,
     sizes: c.sizes,
+    // `auto`: the output keeps the (first) input's size, or the model picks one
     default_size: c.defaultSize,
+    response_formats: ['url', 'b64_json'],
+    default_response_format: c.defaultResponseFormat,
     requires_square: c.requiresSquare,
     mask: c.acceptsMask,
     mask_or_transparency_required: c.needsTransparencyWithoutMask,
@@ -45,5 +48,7 @@ function capabilitiesView(c: ModelCapabilities): Record<string, unknown> {
     output_formats: c.outputFormats,
     output_compression: c.supportsOutputCompression,
     input_fidelities: c.inputFidelities,
+    moderations: c.moderations,
+    safety_identifier: c.acceptsSafetyIdentifier,
   };
 }

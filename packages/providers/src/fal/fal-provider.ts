@@ -127,6 +127,7 @@ async function httpError(res: Response, apiKey: string): Promise<ProviderError> 
   const text = await res.text().catch(() => '');
   let message = `HTTP ${res.status}`;
   let upstreamCode: string | undefined;
+  let param: string | null = null;
   try {
     const body = JSON.parse(text) as { detail?: unknown; error_type?: unknown; message?: unknown };
     if (typeof body.detail === 'string' && body.detail) message = body.detail;
@@ -135,12 +136,21 @@ async function httpError(res: Response, apiKey: string): Promise<ProviderError> 
       message = items.map(describeDetail).join('; ');
       const type = items[0]?.type;
       if (typeof type === 'string' && type) upstreamCode = type;
+      param = clientParam(items[0]?.loc);
     } else if (typeof body.message === 'string' && body.message) message = body.message;
     if (!upstreamCode && typeof body.error_type === 'string' && body.error_type) upstreamCode = body.error_type;
   } catch {
     if (text.trim()) message = `HTTP ${res.status}: ${text.trim().slice(0, 200)}`;
   }
-  return errorFromStatus(PROVIDER, res.status, redact(message, apiKey), { headers: res.headers, upstreamCode });
+  return errorFromStatus(PROVIDER, res.status, redact(message, apiKey), { headers: res.headers, upstreamCode, param });
+}
+
+/** fal's input fields that are the client's own parameters under another name (the rest are ours to fill). */
+const CLIENT_PARAMS: Record<string, string> = { prompt: 'prompt', image_url: 'image', mask_url: 'mask', output_format: 'output_format' };
+
+function clientParam(loc: unknown): string | null {
+  const field = Array.isArray(loc) ? loc.find((p) => p !== 'body') : undefined;
+  return typeof field === 'string' ? (CLIENT_PARAMS[field] ?? null) : null;
 }
 
 function describeDetail(item: { loc?: unknown; msg?: unknown; type?: unknown }): string {

@@ -81,7 +81,7 @@ describe('Gemini provider: request', () => {
     expect(result.images).toHaveLength(1);
     const meta = await sharp(result.images[0]!.data).metadata();
     expect([result.images[0]!.format, meta.format, meta.width, meta.height]).toEqual(['png', 'png', 1024, 1024]);
-    expect(result.usage).toEqual({ inputTokens: 263, outputTokens: 1290, totalTokens: 1553, textTokens: 5, imageTokens: 258 });
+    expect(result.usage).toEqual({ inputTokens: 263, outputTokens: 1290, totalTokens: 1553, textTokens: 5, imageTokens: 258, outputTokensDetails: { image_tokens: 1290 } });
   });
 
   it('sends every image as inlineData in order with its real MIME type', async () => {
@@ -220,7 +220,7 @@ describe('Gemini provider: outputs', () => {
     for (const req of fake.requests) expect(req.body).toEqual(fake.requests[0]!.body);
     expect(result.images).toHaveLength(3);
     for (const img of result.images) expect((await sharp(img.data).metadata()).format).toBe('png');
-    expect(result.usage).toEqual({ inputTokens: 3 * 263, outputTokens: 3 * 1290, totalTokens: 3 * 1553, textTokens: 15, imageTokens: 3 * 258 });
+    expect(result.usage).toEqual({ inputTokens: 3 * 263, outputTokens: 3 * 1290, totalTokens: 3 * 1553, textTokens: 15, imageTokens: 3 * 258, outputTokensDetails: { image_tokens: 3 * 1290 } });
   });
 
   it('re-encodes to the requested output format and compression', async () => {

@@ -242,7 +242,7 @@ async function markedCanvas(canvas: InputImage, mask: InputImage | undefined): P
 function addUsage(total: ProviderUsage, response: GenerateContentResponse): void {
   const u = response.usageMetadata;
   if (!u) return;
-  const add = (key: keyof ProviderUsage, v: number | undefined): void => {
+  const add = (key: Exclude<keyof ProviderUsage, 'outputTokensDetails'>, v: number | undefined): void => {
     if (typeof v === 'number') total[key] = (total[key] ?? 0) + v;
   };
   add('inputTokens', u.promptTokenCount);
@@ -251,6 +251,14 @@ function addUsage(total: ProviderUsage, response: GenerateContentResponse): void
   for (const d of u.promptTokensDetails ?? []) {
     if (d.modality === 'IMAGE') add('imageTokens', d.tokenCount);
     if (d.modality === 'TEXT') add('textTokens', d.tokenCount);
+  }
+  // the output by modality, in OpenAI's output_tokens_details names
+  for (const d of u.candidatesTokensDetails ?? []) {
+    const key = d.modality === 'IMAGE' ? 'image_tokens' : d.modality === 'TEXT' ? 'text_tokens' : undefined;
+    if (key && typeof d.tokenCount === 'number') {
+      total.outputTokensDetails ??= {};
+      total.outputTokensDetails[key] = (total.outputTokensDetails[key] ?? 0) + d.tokenCount;
+    }
   }
 }
 

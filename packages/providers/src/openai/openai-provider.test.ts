@@ -139,6 +139,16 @@ describe('OpenAI provider', () => {
     expect(result.images[0]!.format).toBe('png');
   });
 
+  it('passes moderation and safety_identifier, and keeps output_tokens_details', async () => {
+    fake.respondWith(async (ctx) => {
+      const body = await ctx.defaultBody();
+      return { body: { ...body, usage: { ...(body.usage as object), output_tokens_details: { image_tokens: 1000, text_tokens: 56 } } } };
+    });
+    const result = await provider().edit({ model: 'gpt-image-1', prompt: 'x', images: [input(png256, 'png', 'only.png')], n: 1, moderation: 'low', safetyIdentifier: 'user-hash' });
+    expect(fake.requests[0]!.fields).toMatchObject({ moderation: 'low', safety_identifier: 'user-hash' });
+    expect(result.usage!.outputTokensDetails).toEqual({ image_tokens: 1000, text_tokens: 56 });
+  });
+
   it('fetches the bytes when the upstream answers with url', async () => {
     fake.respondWith(({ defaultBody }) => defaultBody({ responseFormat: 'url' }).then((body) => ({ body })));
     const result = await provider().edit({ model: 'gpt-image-1', prompt: 'x', images: [input(png256, 'png', 'a.png')], n: 2, size: '1024x1024' });
@@ -244,10 +254,10 @@ describe('error classification', () => {
   it('other 4xx keep the upstream code, or provider_rejected', async () => {
     fake.respondWith(openAIError(400, "Invalid value: 'foo'.", { code: 'invalid_value', param: 'quality' }));
     const coded = await editError(edit());
-    expect([coded.code, coded.retryable, coded.message]).toEqual(['invalid_value', false, "Invalid value: 'foo'."]);
+    expect([coded.code, coded.retryable, coded.message, coded.param]).toEqual(['invalid_value', false, "Invalid value: 'foo'.", 'quality']);
     fake.respondWith(openAIError(413, 'too large'));
     const plain = await editError(edit());
-    expect([plain.code, plain.status, plain.retryable]).toEqual(['provider_rejected', 413, false]);
+    expect([plain.code, plain.status, plain.retryable, plain.param]).toEqual(['provider_rejected', 413, false, null]);
   });
 
   it('401 is not retryable and never echoes the key', async () => {

@@ -123,6 +123,9 @@ async function editImages(ctx: EditContext, request: ProviderEditRequest, caller
     if (request.outputFormat !== undefined) body.output_format = request.outputFormat;
     if (request.outputCompression !== undefined) body.output_compression = request.outputCompression;
     if (request.inputFidelity !== undefined) body.input_fidelity = request.inputFidelity as ImageEditParamsNonStreaming['input_fidelity'];
+    if (request.safetyIdentifier !== undefined) body.safety_identifier = request.safetyIdentifier;
+    // `moderation` is OpenAI's (GPT image models) though the SDK's edit type does not list it; the SDK sends every body field
+    if (request.moderation !== undefined) (body as ImageEditParamsNonStreaming & { moderation?: string }).moderation = request.moderation;
     if (ctx.isDallE(request.model)) body.response_format = 'b64_json';
 
     const response = await ctx.client.images.edit(body, { signal });
@@ -159,6 +162,12 @@ function toUsage(u: ImagesResponse['usage']): ProviderUsage | undefined {
   const details = u.input_tokens_details as Partial<typeof u.input_tokens_details> | undefined;
   if (typeof details?.image_tokens === 'number') usage.imageTokens = details.image_tokens;
   if (typeof details?.text_tokens === 'number') usage.textTokens = details.text_tokens;
+  // whatever output details the upstream reports (image_tokens, text_tokens, ...), kept as given
+  const out = (u as { output_tokens_details?: unknown }).output_tokens_details;
+  if (out && typeof out === 'object') {
+    const counts = Object.entries(out).filter((e): e is [string, number] => typeof e[1] === 'number');
+    if (counts.length > 0) usage.outputTokensDetails = Object.fromEntries(counts);
+  }
   return usage;
 }
 
@@ -207,11 +216,13 @@ function classifyError(ctx: EditContext, err: unknown, signals: { caller: AbortS
   }
   if (err instanceof APIError && typeof err.status === 'number') {
     const status = err.status;
-    const body = (err.error ?? {}) as { message?: unknown; code?: unknown; innererror?: { code?: unknown } };
+    const body = (err.error ?? {}) as { message?: unknown; code?: unknown; param?: unknown; innererror?: { code?: unknown } };
     const message = clean(typeof body.message === 'string' && body.message ? body.message : err.message);
     const upstreamCode = typeof err.code === 'string' && err.code ? err.code : undefined;
     const innerCode = typeof body.innererror?.code === 'string' ? body.innererror.code : undefined;
-    const opts = { status };
+    // the parameter the upstream blamed (`prompt`, `image`, ...): the client's request has the same names
+    const param = typeof err.param === 'string' && err.param ? err.param : typeof body.param === 'string' && body.param ? body.param : null;
+    const opts = { status, param };
 
     if (status === 429) {
       return new ProviderError(p, message, { ...opts, code: 'rate_limited', retryable: true, retryAfterMs: retryAfterMs(err.headers) });

@@ -45,9 +45,9 @@ export function errorFromStatus(
   provider: string,
   status: number,
   message: string,
-  opts: { headers?: HeaderSource; upstreamCode?: string | undefined } = {},
+  opts: { headers?: HeaderSource; upstreamCode?: string | undefined; param?: string | null | undefined } = {},
 ): ProviderError {
-  const base = { status };
+  const base = { status, param: opts.param ?? null };
   const upstreamCode = opts.upstreamCode;
   if (status === 429) {
     return new ProviderError(provider, message, { ...base, code: 'rate_limited', retryable: true, retryAfterMs: retryAfterMs(opts.headers) });

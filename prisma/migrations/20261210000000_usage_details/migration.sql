@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "usage" ADD COLUMN     "details" JSONB;
