@@ -1,4 +1,5 @@
-import type { Server, ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,20 +47,34 @@ export async function startApi(config: ServiceConfig, opts: { logger?: Logger } 
   const deps: ApiDeps = { config, db, store, queue, webhookQueue, batchQueue, hub, redis, routes, logger, uploadDir, lifecycle };
 
   const app = createApp(deps);
-  const server: Server = await new Promise((resolve) => {
-    const s = app.listen(env.PORT, env.HOST, () => resolve(s));
-  });
-  // long sync waits and big uploads: no default request timeout; keep-alive longer than typical LBs
-  server.requestTimeout = 0;
+  // Node's own timeouts cover a request until it has arrived (headers, then the whole body); checked
+  // often enough that a short setting means what it says. Long sync waits come after: never cut.
+  const server: Server = http.createServer(
+    {
+      headersTimeout: env.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeout: env.HTTP_REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(env.HTTP_HEADERS_TIMEOUT_MS / 2))),
+    },
+    app,
+  );
+  await new Promise<void>((resolve) => server.listen(env.PORT, env.HOST, resolve));
+  // keep-alive longer than typical LBs
   server.keepAliveTimeout = 65_000;
+  server.on('clientError', answerClientError);
   const { port } = server.address() as AddressInfo;
   const url = env.PUBLIC_URL ?? `http://${env.HOST === '0.0.0.0' ? '127.0.0.1' : env.HOST}:${port}`;
 
   // responses not finished yet; before Express sees a request, so even a synchronous answer gets the header
   const open = new Set<ServerResponse>();
-  server.prependListener('request', (_req, res: ServerResponse) => {
+  server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+    watchBodyIdle(req, env.HTTP_BODY_IDLE_TIMEOUT_MS);
     open.add(res);
-    res.once('close', () => open.delete(res));
+    res.once('close', () => {
+      open.delete(res);
+      // the client left before the answer ended (an abandoned stream, say): nothing will use this
+      // connection again, and left half-open it would hold a drain until SHUTDOWN_TIMEOUT_MS
+      if (!res.writableFinished) req.socket.destroy();
+    });
     if (lifecycle.draining) res.setHeader('Connection', 'close');
   });
 
@@ -113,4 +128,53 @@ export async function startApi(config: ServiceConfig, opts: { logger?: Logger } 
       return closing;
     },
   };
+}
+
+/**
+ * The body-idle timeout: a request whose body stops arriving for `ms` loses its connection (and, with
+ * it, its uploads and its share of the upload memory budget). It watches only while the body is being
+ * received: once the request is complete (a sync edit waiting on its job), it is gone. Silence that is
+ * ours (our reader holds a full buffer: S3 or the disk is slow) is not counted against the client.
+ */
+export function watchBodyIdle(req: IncomingMessage, ms: number): void {
+  if (ms <= 0 || req.complete) return;
+  const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+  if (!hasBody) return;
+  const socket = req.socket;
+  let seen = socket.bytesRead;
+  const timer = setInterval(() => {
+    if (req.complete || req.destroyed) return clearInterval(timer);
+    const now = socket.bytesRead;
+    if (now !== seen || req.readableLength >= req.readableHighWaterMark) {
+      seen = now;
+      return;
+    }
+    // a whole interval without a byte: at least `ms` of silence
+    clearInterval(timer);
+    socket.destroy();
+  }, ms);
+  timer.unref();
+  req.once('close', () => clearInterval(timer));
+}
+
+/** What Node answers itself (malformed or oversized headers, a request that took too long to arrive), in OpenAI's shape. */
+const CLIENT_ERRORS: Record<string, [status: number, reason: string, code: string, message: string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'headers_too_large', 'the request headers are larger than this server accepts (16 KB); send fewer or shorter headers'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'Content Too Large', 'request_too_large', 'the chunk extensions of the request body are too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'request_timeout', 'the request (its headers or its body) took too long to arrive; send it again at a steady pace'],
+};
+const BAD_REQUEST: [number, string, string, string] = [400, 'Bad Request', 'invalid_http_request', 'the request is not valid HTTP/1.1 (its request line or headers are malformed)'];
+
+function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  // a response already under way (or a client already gone) cannot be answered again
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, code, message] = CLIENT_ERRORS[err.code ?? ''] ?? BAD_REQUEST;
+  const body = JSON.stringify({ error: { message, type: 'invalid_request_error', param: null, code } });
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`);
+  // a client that never reads its answer does not keep the socket
+  setTimeout(() => socket.destroy(), 1000).unref();
 }

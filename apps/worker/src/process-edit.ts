@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dependencyOf, editCost, isDependencyError, type JobError, type ProviderSettings, tokenUsage } from '@image-edits/core';
 import { type Db, getJob, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, recordProviderRequest, type WebhookEnqueuer } from '@image-edits/db';
-import { type EditProvider, type InputImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
-import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent, RetryLater } from '@image-edits/queue';
+import { type EditProvider, type InputImage, type PartialImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
+import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent, publishPartialImage, RetryLater } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -157,6 +157,7 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       ...(p.moderation !== undefined ? { moderation: p.moderation } : {}),
       ...(p.safety_identifier !== undefined ? { safetyIdentifier: p.safety_identifier } : {}),
       ...(p.search_prompt !== undefined ? { searchPrompt: p.search_prompt } : {}),
+      ...(p.stream && p.partial_images ? { partialImages: p.partial_images } : {}),
     };
     const started = Date.now();
     // a request the provider can resume (fal, Replicate) is recorded before it is waited on; a later
@@ -166,6 +167,8 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       .edit(request, {
         signal: AbortSignal.any([ctx.signal, canceled.signal]),
         ...(resume?.length ? { resume } : {}),
+        // partial images go to whoever follows the job (the streamed answer, GET /v1/jobs/{id}/events) as they come
+        ...(request.partialImages ? { onPartial: (partial: PartialImage) => void relayPartial(deps, jobId, partial, log) } : {}),
         onSubmitted: (ids) => keepTrying(deps, log, 'recording the provider request', () => recordProviderRequest(deps.db, jobId, { target: targetIndex, ids })).catch((err: unknown) => Promise.reject(new ProviderRequestNotRecorded(err))),
       })
       .catch((err: unknown) => {
@@ -241,6 +244,16 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     throw permanent(error.message);
   } finally {
     stopListening.abort();
+  }
+}
+
+/** A partial image is news, not state: one that cannot be relayed is dropped (the completed image follows). */
+async function relayPartial(deps: WorkerDeps, jobId: string, partial: PartialImage, log: Logger): Promise<void> {
+  try {
+    const meta = await sharp(partial.data).metadata();
+    await publishPartialImage(deps.redis, deps.prefix, jobId, { index: partial.index, b64: partial.data.toString('base64'), format: partial.format, width: meta.width ?? 0, height: meta.height ?? 0 });
+  } catch (err) {
+    log.warn({ err, index: partial.index }, 'partial image not relayed');
   }
 }
 

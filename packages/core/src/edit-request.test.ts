@@ -110,8 +110,11 @@ describe('checkEditParams per model', () => {
     expect(checkEditParams('gpt-image-1', gpt, f({ output_compression: '50', output_format: 'jpeg' })).output_compression).toBe(50);
     expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ background: 'transparent', output_format: 'jpeg' })))).toMatchObject({ param: 'background' });
   });
-  it('refuses streaming clearly', () => {
-    expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ stream: 'true' })))).toMatchObject({ param: 'stream' });
+  it('streams where the model streams at OpenAI, and refuses it clearly elsewhere', () => {
+    expect(checkEditParams('gpt-image-1', gpt, f({ stream: 'true', partial_images: '2' }))).toMatchObject({ stream: true, partial_images: 2 });
+    expect(checkEditParams('gpt-image-1', gpt, f({ stream: true }))).toMatchObject({ stream: true, partial_images: 0 });
+    expect(rejection(() => checkEditParams('dall-e-2', dalle, f({ stream: 'true' })))).toMatchObject({ param: 'stream', code: 'unsupported_parameter' });
+    expect(rejection(() => checkEditParams('gpt-image-1', gpt, f({ partial_images: '1' })))).toMatchObject({ param: 'partial_images' });
   });
 });
 

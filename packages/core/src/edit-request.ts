@@ -72,6 +72,9 @@ export interface EditParams {
   moderation?: string;
   /** GPT image models: the end user's stable id for abuse monitoring, passed upstream */
   safety_identifier?: string;
+  /** the client streams (SSE): the answer is OpenAI's image_edit events, with this many partial images (0 to 3) */
+  stream?: true;
+  partial_images?: number;
 }
 
 /**
@@ -116,8 +119,9 @@ export function checkEditParams(model: string, caps: ModelCapabilities, f: EditF
       'unsupported_parameter',
     );
 
-  if (f.stream === true || f.stream === 'true') throw invalidRequest('stream is not supported; use Prefer: respond-async and poll the job, or wait for the response', 'stream', 'unsupported_parameter');
-  if (f.partial_images !== undefined && f.partial_images > 0) throw invalidRequest('partial_images requires stream, which is not supported', 'partial_images', 'unsupported_parameter');
+  const stream = f.stream === true || f.stream === 'true';
+  if (stream && !caps.streams) throw invalidRequest(`stream is not supported by model '${model}'; use Prefer: respond-async and poll the job, or wait for the response`, 'stream', 'unsupported_parameter');
+  if (f.partial_images !== undefined && f.partial_images > 0 && !stream) throw invalidRequest('partial_images needs stream: true', 'partial_images', 'invalid_value');
   if (f.prompt.length > caps.maxPromptChars) {
     throw invalidRequest(`prompt is ${f.prompt.length} characters; model '${model}' accepts at most ${caps.maxPromptChars}`, 'prompt', 'string_above_max_length');
   }
@@ -156,6 +160,10 @@ export function checkEditParams(model: string, caps: ModelCapabilities, f: EditF
   if (f.search_prompt !== undefined) params.search_prompt = f.search_prompt;
   if (f.moderation !== undefined) params.moderation = f.moderation;
   if (f.safety_identifier !== undefined) params.safety_identifier = f.safety_identifier;
+  if (stream) {
+    params.stream = true;
+    params.partial_images = f.partial_images ?? 0;
+  }
   return params;
 }
 

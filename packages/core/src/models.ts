@@ -29,6 +29,8 @@ export interface ModelCapabilities {
   outputFormats: ImageFormat[];
   supportsOutputCompression: boolean;
   inputFidelities: string[];
+  /** `stream: true` is taken (partial images where the provider streams them; else the completed event alone) */
+  streams: boolean;
   /** what `response_format` is when the request sends none (OpenAI: `url` for dall-e-2, `b64_json` for GPT image models) */
   defaultResponseFormat: ResponseFormat;
   /** values of `moderation` the model takes and passes upstream (empty: sending it is a 400) */
@@ -61,6 +63,7 @@ const DALL_E_2: ModelCapabilities = {
   outputFormats: ['png'],
   supportsOutputCompression: false,
   inputFidelities: [],
+  streams: false,
   defaultResponseFormat: 'url',
   moderations: [],
   acceptsSafetyIdentifier: false,
@@ -84,6 +87,7 @@ const GPT_IMAGE: ModelCapabilities = {
   outputFormats: ['png', 'jpeg', 'webp'],
   supportsOutputCompression: true,
   inputFidelities: ['high', 'low'],
+  streams: true,
   // GPT image models answer base64 upstream, and some clients (the AI SDK) read only that
   defaultResponseFormat: 'b64_json',
   moderations: ['auto', 'low'],
@@ -105,6 +109,7 @@ const LOCAL_INPAINT: ModelCapabilities = {
   backgrounds: ['transparent', 'opaque', 'auto'],
   outputFormats: ['png', 'jpeg', 'webp'],
   supportsOutputCompression: true,
+  streams: true,
 };
 
 /** Stability's Stable Image edit: one image, mask (or its alpha) where to edit, output keeps the input size. */
@@ -130,6 +135,7 @@ const STABILITY: ModelCapabilities = {
   defaultResponseFormat: 'url',
   moderations: [],
   acceptsSafetyIdentifier: false,
+  streams: false,
 };
 
 /**
@@ -157,6 +163,7 @@ const GEMINI: ModelCapabilities = {
   defaultResponseFormat: 'url',
   moderations: [],
   acceptsSafetyIdentifier: false,
+  streams: false,
 };
 
 /** FLUX Fill (fal, Replicate): one image, a mask (or its alpha) is required, jpeg or png out. */
@@ -182,6 +189,7 @@ const FLUX: ModelCapabilities = {
   defaultResponseFormat: 'url',
   moderations: [],
   acceptsSafetyIdentifier: false,
+  streams: false,
 };
 
 /** The capabilities each family starts from; a registry entry may override any field. */

@@ -41,6 +41,7 @@ const capabilitiesSchema = z
     defaultResponseFormat: z.enum(['url', 'b64_json']),
     moderations: z.array(z.enum(['auto', 'low'])),
     acceptsSafetyIdentifier: z.boolean(),
+    streams: z.boolean(),
   })
   .strict()
   .partial();

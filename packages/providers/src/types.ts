@@ -36,6 +36,8 @@ export interface ProviderEditRequest {
   safetyIdentifier?: string;
   /** Stability search-and-replace: what to find (the prompt says what to put there) */
   searchPrompt?: string;
+  /** the client streams: partial images wanted (0 to 3), for providers that stream them (see ProviderCallOptions.onPartial) */
+  partialImages?: number;
 }
 
 export interface OutputImage {
@@ -67,6 +69,15 @@ export interface ProviderCallOptions {
   resume?: string[];
   /** called, and awaited, with every request id of this call so far as soon as a new one exists and before waiting on it; the worker records them on the job. If it throws, the adapter lets the error propagate (without cancelling the upstream request). */
   onSubmitted?: (ids: string[]) => Promise<void>;
+  /** a partial image as the provider streams it (request.partialImages > 0); never awaited by the adapter's stream */
+  onPartial?: (partial: PartialImage) => void;
+}
+
+export interface PartialImage {
+  /** 0-based, in the order the provider sent them */
+  index: number;
+  data: Buffer;
+  format: ImageFormat;
 }
 
 export interface EditProvider {

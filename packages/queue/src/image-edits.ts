@@ -33,6 +33,11 @@ export interface EditQueue {
   requeueIfMissing(provider: string, payload: ImageEditPayload): Promise<'enqueued' | 'present' | 'crashed'>;
   /** Takes a job that has not started off its queue (a running one is left to its worker); its key's line gets shorter. */
   remove(provider: string, payload: ImageEditPayload): Promise<void>;
+  /**
+   * How many jobs are ahead of this one on its provider's queue; null when it is not waiting in line
+   * (running, delayed for a retry or its key's cap, or unknown to BullMQ).
+   */
+  position(provider: string, payload: ImageEditPayload): Promise<number | null>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -111,6 +116,20 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (
       const tag = tagOfPriority(job.priority);
       const owner = imageEditPayload.safeParse(job.data);
       if (tag && owner.success) await fair.refund(queue.name, tag.lane, owner.data.apiKeyId ?? ANONYMOUS_KEY, tag.tag);
+    },
+    async position(provider, payload) {
+      const queue = queueFor(provider);
+      const id = bullJobId(imageEditPayload.parse(payload));
+      // BullMQ hands out the plain wait list (taken from its right end) before the prioritized set
+      const [[, rank], [, waiting], [, index]] = (await connection
+        .multi()
+        .zrank(queue.keys.prioritized!, id)
+        .llen(queue.keys.wait!)
+        .lpos(queue.keys.wait!, id)
+        .exec()) as [[unknown, number | null], [unknown, number], [unknown, number | null]];
+      if (rank !== null) return waiting + rank;
+      if (index !== null) return waiting - 1 - index;
+      return null;
     },
     async ping() {
       await connection.ping();

@@ -42,6 +42,10 @@ export interface FakeResponse {
   body?: unknown;
   /** wait this long before answering */
   delayMs?: number;
+  /** a streamed answer (`stream=true`): wait this long between two events */
+  streamIntervalMs?: number;
+  /** a streamed answer ends with this `error` event after its partial images, instead of the completed image */
+  streamError?: { message: string; code: string; type?: string };
 }
 
 export interface FakeContext {
@@ -190,6 +194,32 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     return body;
   };
 
+  /**
+   * OpenAI's streamed edit: `partial_images` `image_edit.partial_image` events (smaller renderings),
+   * then one `image_edit.completed` per image with the usage; or an `error` event.
+   */
+  const sendStream = async (res: http.ServerResponse, request: RecordedRequest, r: FakeResponse): Promise<void> => {
+    const body = await defaultBody(request, 'b64_json');
+    const partials = Number.parseInt(first(request.fields.partial_images) ?? '0', 10) || 0;
+    const meta = { created_at: body.created, size: body.size, quality: body.quality, background: body.background, output_format: body.output_format ?? 'png' };
+    const pause = () => new Promise((resolve) => setTimeout(resolve, r.streamIntervalMs ?? 0));
+    const event = (name: string, data: unknown) => {
+      if (!res.destroyed) res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'x-request-id': `req_${randomUUID().replace(/-/g, '')}` });
+    const partial = await generatedImage(64, 64, (meta.output_format as 'png' | 'jpeg' | 'webp') ?? 'png');
+    for (let i = 0; i < partials; i++) {
+      event('image_edit.partial_image', { type: 'image_edit.partial_image', b64_json: partial.toString('base64'), partial_image_index: i, ...meta });
+      await pause();
+    }
+    if (r.streamError) {
+      event('error', { type: 'error', error: { type: r.streamError.type ?? 'invalid_request_error', code: r.streamError.code, message: r.streamError.message, param: null } });
+    } else {
+      for (const d of body.data as { b64_json: string }[]) event('image_edit.completed', { type: 'image_edit.completed', b64_json: d.b64_json, ...meta, usage: body.usage });
+    }
+    res.end();
+  };
+
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', origin);
     const deploymentMatch = /^\/openai\/deployments\/([^/]+)\/images\/edits$/.exec(url.pathname);
@@ -236,6 +266,10 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     }
     const delayMs = response?.delayMs;
     if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+    if (first(request.fields.stream) === 'true' && (response?.status ?? 200) < 400) {
+      await sendStream(res, request, response ?? {});
+      return;
+    }
     if (!response || (response.status === undefined && response.body === undefined && !response.headers)) {
       response = { headers: { 'x-request-id': `req_${randomUUID().replace(/-/g, '')}` }, body: await defaultBody(request) };
     }

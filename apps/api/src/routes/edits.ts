@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Response, Router } from 'express';
-import { invalidRequest, isFinal, newId, notFound, ServiceError } from '@image-edits/core';
+import { invalidRequest, isDependencyError, isFinal, type JobStatus, newId, notFound, ServiceError } from '@image-edits/core';
 import { getJob, getJobForKey, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
@@ -12,6 +12,8 @@ import { clientGone, MAX_WAIT_SECONDS } from './jobs';
 import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
 import { type EarlyListener, listenForEnd, waitForJob } from '../use-cases/wait-for-job';
 import { type RetryNotes, retryNotes } from '../retry-attach';
+import { openEventStream } from '../sse';
+import { followJob } from '../use-cases/follow-job';
 
 /**
  * POST /v1/images/edits. Without `Prefer: respond-async` the request waits for its job and answers in
@@ -161,6 +163,12 @@ async function respondWithJob(deps: ApiDeps, req: Request, res: Response, job: J
   const location = `/v1/jobs/${job.id}`;
   res.set({ 'x-job-id': job.id, 'x-should-retry': 'false' }).location(location);
   const { prefer } = opts;
+  // `stream: true` (OpenAI's SSE answer) unless the client prefers the job object
+  if (job.params.stream && !prefer.respondAsync && prefer.wait === undefined) {
+    opts.early?.cancel();
+    await streamEdit(deps, res, job);
+    return;
+  }
   const ms = opts.enqueued === false ? undefined : waitMs(deps, req, res, prefer);
   if (ms === undefined) {
     // respond-async, or the queue is away: the job is stored, the reconciler enqueues it
@@ -198,6 +206,79 @@ async function respondWithJob(deps: ApiDeps, req: Request, res: Response, job: J
   res.status(status).json({ error: { param: null, ...error } });
 }
 
+/** Between two events of a streamed edit: a keep-alive comment, and the row is read again in case an event was lost. */
+const STREAM_TICK_MS = 5000;
+
+/**
+ * A streamed edit, as OpenAI streams it: `image_edit.partial_image` events as the provider sends them
+ * (relayed by the worker through Redis to whichever API process holds the stream), then one
+ * `image_edit.completed` per image, or an `error` event. The edit is still a durable job: keep-alive
+ * comments while it waits, and a client that leaves does not stop it.
+ */
+async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise<void> {
+  const sse = openEventStream(res);
+  const gone = clientGone(res);
+  const stop = AbortSignal.any([gone, deps.lifecycle.waitDeadline]);
+  const quality = job.params.quality ?? 'auto';
+  const background = job.params.background ?? 'auto';
+  const readFinal = async () => {
+    const row = await getJob(deps.db, job.id).catch((err: unknown) => {
+      if (isDependencyError(err)) return null; // our database is away: the next tick reads again
+      throw err;
+    });
+    return row && isFinal(row.status) ? row : null;
+  };
+  let final = isFinal(job.status) ? job : null;
+  if (!final) {
+    for await (const item of followJob(deps, job.id, '0', stop, () => STREAM_TICK_MS)) {
+      const entry = item === 'tick' ? null : item.entry;
+      if (entry?.type === 'partial') {
+        const p = entry;
+        sse.send('image_edit.partial_image', {
+          type: 'image_edit.partial_image',
+          b64_json: p.b64,
+          created_at: Math.floor(Date.now() / 1000),
+          size: `${p.width}x${p.height}`,
+          quality,
+          background,
+          output_format: p.format,
+          partial_image_index: p.index,
+        });
+        continue;
+      }
+      if (!entry || isFinal(entry.status as JobStatus)) {
+        final = await readFinal();
+        if (final) break;
+      }
+      if (item === 'tick') sse.comment(job.status === 'queued' ? 'waiting' : 'keep-alive');
+    }
+  }
+  if (gone.aborted) return; // the job goes on; GET /v1/jobs/{id} has it
+  if (!final) {
+    // this process is shutting down: the client learns where the job is
+    sse.send('error', { type: 'error', error: { message: `The edit is still running as job ${job.id}; fetch GET /v1/jobs/${job.id} for its result`, type: 'server_error', param: null, code: 'sync_wait_timeout' } });
+  } else if (final.status === 'succeeded') {
+    const body = await editResponse({ ...final, params: { ...final.params, response_format: 'b64_json' } }, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS);
+    const data = body.data as { b64_json: string }[];
+    for (const [i, out] of (final.outputs ?? []).entries()) {
+      sse.send('image_edit.completed', {
+        type: 'image_edit.completed',
+        b64_json: data[i]?.b64_json,
+        created_at: body.created,
+        size: `${out.width}x${out.height}`,
+        quality,
+        background,
+        output_format: out.format,
+        ...(body.usage ? { usage: body.usage } : {}),
+      });
+    }
+  } else {
+    const error = final.error ? publicError(final.error) : { message: `The job was ${final.status} before it finished`, type: 'invalid_request_error', code: `job_${final.status}` };
+    sse.send('error', { type: 'error', error: { param: null, ...error } });
+  }
+  sse.end();
+}
+
 const onlyJson: express.RequestHandler = (req, _res, next) => next(req.is('application/json') ? undefined : 'route');
 
 const requireMultipart: import('express').RequestHandler = (req, _res, next) => {
@@ -218,9 +299,9 @@ export function parsePrefer(prefer: string | undefined): Prefer {
     const [name, value] = part.trim().split(';')[0]!.split('=').map((x) => x?.trim().toLowerCase());
     if (name === 'respond-async') out.respondAsync = true;
     if (name === 'wait') {
-      const n = Number(value);
-      if (!value || !Number.isFinite(n) || n < 0) throw invalidRequest(`Prefer: wait must be a number of seconds; got '${value ?? ''}'`, 'Prefer', 'invalid_value');
-      out.wait = Math.floor(n);
+      // plain decimal digits only: Number() would also take 0x10, 1e3, 0b1 and ' '
+      if (!value || !/^\d{1,9}$/.test(value)) throw invalidRequest(`Prefer: wait must be a whole number of seconds; got '${value ?? ''}'`, 'Prefer', 'invalid_value');
+      out.wait = Number(value);
     }
   }
   return out;

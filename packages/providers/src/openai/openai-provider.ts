@@ -6,8 +6,8 @@ import OpenAI, {
   AzureOpenAI,
   toFile,
 } from 'openai';
-import type { ImageEditParamsNonStreaming, ImagesResponse } from 'openai/resources/images';
-import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult, ProviderUsage } from '../types';
+import type { ImageEditParamsNonStreaming, ImageEditStreamEvent, ImagesResponse } from 'openai/resources/images';
+import type { EditProvider, ImageFormat, InputImage, OutputImage, PartialImage, ProviderEditRequest, ProviderEditResult, ProviderUsage } from '../types';
 import { ProviderError } from '../types';
 import { sniffFormat } from '../shared/images';
 import { CONTENT_POLICY_CODES, retryAfterMs } from '../shared/http-errors';
@@ -57,7 +57,7 @@ export function createOpenAIProvider(cfg: OpenAIProviderConfig): EditProvider {
     timeout: sdkTimeout(cfg.timeoutMs),
   });
   const ctx: EditContext = { providerId: 'openai', client, apiKey: cfg.apiKey, timeoutMs: cfg.timeoutMs, isDallE: isDallEModel };
-  return { id: 'openai', edit: (request, options) => editImages(ctx, request, options?.signal) };
+  return { id: 'openai', edit: (request, options) => editImages(ctx, request, options?.signal, options?.onPartial) };
 }
 
 export function createAzureOpenAIProvider(cfg: AzureOpenAIProviderConfig): EditProvider {
@@ -77,7 +77,7 @@ export function createAzureOpenAIProvider(cfg: AzureOpenAIProviderConfig): EditP
     timeoutMs: cfg.timeoutMs,
     isDallE: (model) => dallE.has(model) || isDallEModel(model),
   };
-  return { id: 'azure-openai', edit: (request, options) => editImages(ctx, request, options?.signal) };
+  return { id: 'azure-openai', edit: (request, options) => editImages(ctx, request, options?.signal, options?.onPartial) };
 }
 
 /**
@@ -98,7 +98,7 @@ function uploadFor(img: InputImage, fallbackName: string): Promise<File> {
   return toFile(img.data, img.filename || fallbackName, { type: MIME[img.format] });
 }
 
-async function editImages(ctx: EditContext, request: ProviderEditRequest, callerSignal: AbortSignal | undefined): Promise<ProviderEditResult> {
+async function editImages(ctx: EditContext, request: ProviderEditRequest, callerSignal: AbortSignal | undefined, onPartial?: (p: PartialImage) => void): Promise<ProviderEditResult> {
   const deadline = AbortSignal.timeout(ctx.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline;
   try {
@@ -128,6 +128,11 @@ async function editImages(ctx: EditContext, request: ProviderEditRequest, caller
     if (request.moderation !== undefined) (body as ImageEditParamsNonStreaming & { moderation?: string }).moderation = request.moderation;
     if (ctx.isDallE(request.model)) body.response_format = 'b64_json';
 
+    if (request.partialImages !== undefined && onPartial && !ctx.isDallE(request.model)) {
+      // the client streams: partial images are relayed as the upstream sends them
+      const stream = await ctx.client.images.edit({ ...body, stream: true, partial_images: request.partialImages }, { signal });
+      return await fromStream(ctx, stream, onPartial);
+    }
     const response = await ctx.client.images.edit(body, { signal });
     return await toResult(ctx, response, signal);
   } catch (err) {
@@ -150,6 +155,26 @@ async function toResult(ctx: EditContext, response: ImagesResponse, signal: Abor
     images.push({ data: bytes, format, ...(item.revised_prompt ? { revisedPrompt: item.revised_prompt } : {}) });
   }
   const usage = toUsage(response.usage);
+  return usage ? { images, usage } : { images };
+}
+
+/** The images of a streamed edit: each `image_edit.completed` is one image; partials go to `onPartial` as they come. */
+async function fromStream(ctx: EditContext, stream: AsyncIterable<ImageEditStreamEvent>, onPartial: (p: PartialImage) => void): Promise<ProviderEditResult> {
+  const images: OutputImage[] = [];
+  let usage: ProviderUsage | undefined;
+  for await (const event of stream) {
+    const bytes = Buffer.from(event.b64_json ?? '', 'base64');
+    const format = asImageFormat(event.output_format) ?? sniffFormat(bytes);
+    if (event.type === 'image_edit.partial_image') {
+      if (format && bytes.length > 0) onPartial({ index: event.partial_image_index, data: bytes, format });
+      continue;
+    }
+    if (event.type !== 'image_edit.completed') continue;
+    if (!format || bytes.length === 0) throw invalidResponse(ctx, 'upstream streamed a completed image in an unknown format');
+    images.push({ data: bytes, format });
+    usage = toUsage(event.usage) ?? usage;
+  }
+  if (images.length === 0) throw invalidResponse(ctx, 'the upstream stream ended without a completed image');
   return usage ? { images, usage } : { images };
 }
 
@@ -237,6 +262,11 @@ function classifyError(ctx: EditContext, err: unknown, signals: { caller: AbortS
       return new ProviderError(p, message, { ...opts, code: 'provider_auth_failed', retryable: false });
     }
     return new ProviderError(p, message, { ...opts, code: upstreamCode ?? 'provider_rejected', retryable: false });
+  }
+  if (err instanceof APIError && err.status === undefined) {
+    // an `error` event in the middle of a stream: no HTTP status, the upstream's code and message
+    const code = typeof err.code === 'string' && err.code ? err.code : 'provider_rejected';
+    return new ProviderError(p, clean(err.message), { code: CONTENT_POLICY_CODES.has(code) ? 'content_policy_violation' : code, retryable: false });
   }
   if (err instanceof Error && err.name === 'AbortError') {
     return new ProviderError(p, 'the upstream request was aborted', { code: 'aborted', retryable: false });
