@@ -5,6 +5,7 @@ import type { ApiDeps } from './deps';
 import { createMetrics } from './metrics';
 import { requireApiKey } from './middleware/auth';
 import { errorHandler, notFoundHandler } from './middleware/errors';
+import { checkInput } from './middleware/input-check';
 import { batchesRouter } from './routes/batches';
 import { editsRouter } from './routes/edits';
 import { filesRouter } from './routes/files';
@@ -21,7 +22,12 @@ export function createApp(deps: ApiDeps): express.Express {
   // each body (a sync answer is megabytes of base64) costs CPU on every response
   app.set('etag', false);
   app.set('trust proxy', true);
-  const metrics = createMetrics();
+  const metrics = createMetrics(deps.config.env.METRICS_TOKEN);
+  // every answer is what its Content-Type says (a downloaded file is never sniffed into HTML)
+  app.use((_req, res, next) => {
+    res.setHeader('x-content-type-options', 'nosniff');
+    next();
+  });
 
   app.use(
     pinoHttp({
@@ -40,9 +46,12 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(metrics.router);
 
   app.use('/v1', requireApiKey(deps));
+  // no NUL or unpaired surrogate in an id or a query reaches Postgres (bodies: after their parsers)
+  app.use('/v1', checkInput);
   // before the 1 MB JSON parser: the JSON form of edits has its own, larger limit
   app.use(editsRouter(deps));
   app.use(express.json({ limit: '1mb' }));
+  app.use(checkInput);
   app.use(filesRouter(deps));
   app.use(batchesRouter(deps));
   app.use(jobsRouter(deps));

@@ -5,6 +5,8 @@ import multer from 'multer';
 import { invalidRequest, newId, ServiceError, tooLarge } from '@image-edits/core';
 import { IMAGE_PURPOSES } from '@image-edits/edits';
 import { fileKey, type ObjectStore } from '@image-edits/storage';
+import { onRefusal } from './middleware/errors';
+import { multipartBoundaryError } from './uploads';
 
 /** The `file` part of POST /v1/files once it is in S3. */
 export interface StoredUpload {
@@ -99,9 +101,16 @@ export function fileUpload(opts: FileUploadOptions): RequestHandler {
         }),
       );
     }
+    const malformed = multipartBoundaryError(req);
+    if (malformed) return next(malformed);
     res.on('close', () => {
       const stored = storedUpload(req);
       if (stored && !kept.has(req)) opts.store.delete(stored.key).catch(() => undefined);
+    });
+    // a refused upload's object is deleted before the error answer
+    onRefusal(res, async () => {
+      const stored = storedUpload(req);
+      if (stored && !kept.has(req)) await opts.store.delete(stored.key);
     });
     upload(req, res, (err: unknown) => next(err ? uploadError(err, opts.maxBytes) : undefined));
   };

@@ -1,9 +1,10 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler, Router } from 'express';
 import { Router as createRouter } from 'express';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 
-/** Prometheus metrics of one API process (a registry per app, so tests can build several). */
-export function createMetrics(): { middleware: RequestHandler; router: Router } {
+/** Prometheus metrics of one API process (a registry per app, so tests can build several). `token`: METRICS_TOKEN, required as a bearer token when set. */
+export function createMetrics(token?: string): { middleware: RequestHandler; router: Router } {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const duration = new Histogram({
@@ -22,8 +23,18 @@ export function createMetrics(): { middleware: RequestHandler; router: Router } 
     next();
   };
   const router = createRouter();
-  router.get('/metrics', async (_req, res) => {
+  router.get('/metrics', async (req, res) => {
+    if (token !== undefined && !sameSecret(req.get('authorization') ?? '', `Bearer ${token}`)) {
+      res.set('www-authenticate', 'Bearer').status(401).json({ error: { message: 'GET /metrics needs the METRICS_TOKEN as a bearer token (Authorization: Bearer ...)', type: 'authentication_error', param: null, code: 'invalid_metrics_token' } });
+      return;
+    }
     res.type(registry.contentType).send(await registry.metrics());
   });
   return { middleware, router };
+}
+
+/** Compared as digests, in constant time: neither the token's length nor its prefix leaks through timing. */
+function sameSecret(given: string, expected: string): boolean {
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(given), digest(expected));
 }

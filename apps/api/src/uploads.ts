@@ -5,6 +5,7 @@ import type { Request, RequestHandler } from 'express';
 import multer from 'multer';
 import { FAMILY_CAPABILITIES, invalidRequest, ServiceError, tooLarge } from '@image-edits/core';
 import { isImageField, type UploadedFile } from '@image-edits/edits';
+import { onRefusal } from './middleware/errors';
 import { hybridStorage, MAX_IN_MEMORY_REQUEST_BYTES, type MemoryBudget, processMemoryBudget } from './upload-storage';
 
 export { isImageField, type UploadedFile };
@@ -43,12 +44,30 @@ export function multipartUpload(uploadDir: string, opts: UploadOptions = {}): Re
   }).any();
 
   return (req, res, next) => {
+    const malformed = multipartBoundaryError(req);
+    if (malformed) return next(malformed);
     hybrid.admit(req);
     releasers.set(req, () => hybrid.release(req));
-    // whatever happened, the uploads go when the response ends (or earlier: releaseUploads)
+    // whatever happened, the uploads go when the response ends (or earlier: releaseUploads); a refused request's before its answer
     res.on('close', () => releaseUploads(req));
+    onRefusal(res, () => discardUploads(req));
     upload(req, res, (err: unknown) => next(err ? multerError(err) : undefined));
   };
+}
+
+/**
+ * A multipart Content-Type without a usable boundary (RFC 2046: 1 to 70 characters): busboy would
+ * read an empty `boundary=` as an empty form, and the client would hear about missing fields instead.
+ */
+export function multipartBoundaryError(req: Request): ServiceError | undefined {
+  const m = /;\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]*))/i.exec(req.get('content-type') ?? '');
+  const boundary = m?.[1] ?? m?.[2] ?? '';
+  if (boundary.length >= 1 && boundary.length <= 70) return undefined;
+  return invalidRequest(
+    'malformed multipart body: Content-Type multipart/form-data needs a boundary parameter of 1 to 70 characters (boundary=...), the one that separates the parts',
+    'Content-Type',
+    'invalid_multipart',
+  );
 }
 
 const releasers = new WeakMap<Request, () => void>();
@@ -62,6 +81,13 @@ export function releaseUploads(req: Request): void {
   for (const f of uploadedFiles(req)) if (f.path) rm(f.path, { force: true }).catch(() => undefined);
   req.files = [];
   releasers.get(req)?.();
+}
+
+/** releaseUploads, finished: the temporary files are gone when it resolves. */
+async function discardUploads(req: Request): Promise<void> {
+  const paths = uploadedFiles(req).flatMap((f) => (f.path ? [f.path] : []));
+  releaseUploads(req);
+  await Promise.all(paths.map((p) => rm(p, { force: true })));
 }
 
 export function uploadedFiles(req: Request): UploadedFile[] {

@@ -26,6 +26,23 @@ describe('batch input lines', () => {
       expect(r).toMatchObject({ ok: false, error: { code, param, line: i + 7 } });
     });
   });
+  it('refuses a line holding a NUL or an unpaired surrogate on its own, with a storable custom_id', () => {
+    const seen = new Set<string>();
+    expect(parseBatchLine(line({ ...good('p'), body: { ...good('p').body, prompt: 'a\u0000b' } }), 1, seen)).toMatchObject({
+      ok: true,
+      customId: 'p',
+      refused: { param: 'prompt', code: 'invalid_value' },
+    });
+    expect(parseBatchLine(line(good('n\u0000')), 2, seen)).toMatchObject({ ok: true, customId: 'n\ufffd', refused: { param: 'custom_id', code: 'invalid_value' } });
+    expect(parseBatchLine(line({ ...good('s'), body: { ...good('s').body, metadata: { k: '\ud800' } } }), 3, seen)).toMatchObject({ refused: { param: 'metadata.k' } });
+    // a duplicate or wrong url is quoted printable: the batch's stored errors never hold a NUL
+    const dup = parseBatchLine(line(good('n\u0000')), 4, seen);
+    expect(dup).toMatchObject({ ok: false, error: { code: 'duplicate_custom_id' } });
+    expect(dup?.ok === false && dup.error.message.includes('\u0000')).toBe(false);
+    const url = parseBatchLine(line({ ...good('u2'), url: '/x\u0000' }), 5, seen);
+    expect(url).toMatchObject({ ok: false, error: { code: 'invalid_url' } });
+    expect(url?.ok === false && url.error.message.includes('\u0000')).toBe(false);
+  });
 });
 
 describe('batch creation', () => {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { invalidRequest } from './errors';
+import { findInputFlaw, inputFlawError, printable, storableText } from './input-text';
 import { parseMetadata } from './edit-request';
 import { FAMILY_CAPABILITIES } from './models';
 
@@ -46,7 +47,14 @@ export interface BatchLineError {
   param: string | null;
 }
 
-export type BatchLine = { ok: true; customId: string; body: Record<string, unknown> } | { ok: false; error: BatchLineError };
+/**
+ * A well-formed line. `refused`: its custom_id or body holds text no request may (a NUL, an unpaired
+ * surrogate) or nests absurdly deep; the line is then a failed request of its own (400) and never runs.
+ * `customId` is always storable (such characters replaced by U+FFFD), so even that line's error can be written.
+ */
+export type BatchLine =
+  | { ok: true; customId: string; body: Record<string, unknown>; refused?: { message: string; param: string | null; code: string } }
+  | { ok: false; error: BatchLineError };
 
 /**
  * Checks one JSONL line's structure: JSON object, `custom_id` unique within the file, `method`
@@ -67,12 +75,21 @@ export function parseBatchLine(text: string, line: number, seen: Set<string>): B
   const o = v as Record<string, unknown>;
   if (typeof o.custom_id !== 'string' || o.custom_id.length === 0) return fail('missing_required_parameter', `line ${line}: custom_id must be a non-empty string`, 'custom_id');
   if (o.custom_id.length > 512) return fail('invalid_value', `line ${line}: custom_id is longer than 512 characters`, 'custom_id');
-  if (seen.has(o.custom_id)) return fail('duplicate_custom_id', `line ${line}: custom_id '${o.custom_id}' appears more than once`, 'custom_id');
+  // messages quote the line's text printable: the batch's errors are stored (jsonb refuses \u0000)
+  if (seen.has(o.custom_id)) return fail('duplicate_custom_id', `line ${line}: custom_id '${printable(o.custom_id)}' appears more than once`, 'custom_id');
   seen.add(o.custom_id);
   if (o.method !== 'POST') return fail('invalid_value', `line ${line}: method must be 'POST'`, 'method');
-  if (o.url !== BATCH_ENDPOINT) return fail('invalid_url', `line ${line}: url must be '${BATCH_ENDPOINT}'; got '${String(o.url)}'`, 'url');
+  if (o.url !== BATCH_ENDPOINT) return fail('invalid_url', `line ${line}: url must be '${BATCH_ENDPOINT}'; got '${printable(String(o.url)).slice(0, 200)}'`, 'url');
   if (typeof o.body !== 'object' || o.body === null || Array.isArray(o.body)) return fail('invalid_value', `line ${line}: body must be a JSON object`, 'body');
-  return { ok: true, customId: o.custom_id, body: o.body as Record<string, unknown> };
+  const parsed: BatchLine = { ok: true, customId: storableText(o.custom_id), body: o.body as Record<string, unknown> };
+  // the same rule as the API's input check: such a line is refused alone, the rest of the batch runs
+  const idFlaw = findInputFlaw(o.custom_id);
+  const flaw = idFlaw ? { ...idFlaw, path: ['custom_id'] } : findInputFlaw(o.body);
+  if (flaw) {
+    const err = inputFlawError(flaw);
+    parsed.refused = { message: err.message, param: err.param, code: err.code ?? 'invalid_value' };
+  }
+  return parsed;
 }
 
 /** OpenAI's limits of one batch: requests per input file, and the file's size. */

@@ -15,6 +15,12 @@ describe('configuration', () => {
     expect(() => parseConfig({ PORT: 'eighty' })).toThrow(/PORT/);
     expect(() => parseConfig({ AZURE_OPENAI_DEPLOYMENTS: 'gpt-image-1' })).toThrow(ConfigError);
     expect(() => parseConfig({ IMAGE_URL_CA_FILE: '/nonexistent/ca.pem' })).toThrow(/IMAGE_URL_CA_FILE/);
+    expect(() => parseConfig({ HTTP_HEADERS_TIMEOUT_MS: '5000', HTTP_REQUEST_TIMEOUT_MS: '1000' })).toThrow(/HTTP_HEADERS_TIMEOUT_MS/);
+  });
+  it('bounds slow clients by default, never a request that has arrived', () => {
+    const { env } = parseConfig({});
+    expect([env.HTTP_HEADERS_TIMEOUT_MS, env.HTTP_REQUEST_TIMEOUT_MS, env.HTTP_BODY_IDLE_TIMEOUT_MS]).toEqual([20_000, 600_000, 30_000]);
+    expect(env.METRICS_TOKEN).toBeUndefined();
   });
   it('routes OpenAI models with a key and Azure models per deployment, with provider/model ids', () => {
     const cfg = parseConfig({ OPENAI_API_KEY: 'sk-x', AZURE_OPENAI_ENDPOINT: 'https://r.openai.azure.com', AZURE_OPENAI_API_KEY: 'k', AZURE_OPENAI_DEPLOYMENTS: 'gpt-image-1=img1' });

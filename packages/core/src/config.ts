@@ -17,6 +17,8 @@ export const envSchema = z.object({
   HOST: z.string().default('0.0.0.0'),
   PUBLIC_URL: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** a bearer token GET /metrics requires when set (unset: open, for a scraper on a private network) */
+  METRICS_TOKEN: optionalString,
   DATABASE_URL: z.string().url().default('postgresql://postgres@127.0.0.1:5432/image_edits'),
   DATABASE_POOL_SIZE: int(10, 1),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
@@ -33,6 +35,15 @@ export const envSchema = z.object({
   SIGNED_URL_TTL_SECONDS: int(3600, 1).refine((v) => v <= 7 * 24 * 3600, 'SIGNED_URL_TTL_SECONDS must be at most 604800 (S3 limit)'),
   DEFAULT_MODEL: z.string().default('local-inpaint'),
   SYNC_TIMEOUT_SECONDS: int(240, 1),
+  /**
+   * Slow clients (slowloris) hold neither sockets nor upload memory for long: the request line and
+   * headers must arrive within HTTP_HEADERS_TIMEOUT_MS, the whole request (body included) within
+   * HTTP_REQUEST_TIMEOUT_MS (0: no limit), and a body may go silent for at most
+   * HTTP_BODY_IDLE_TIMEOUT_MS (0: no limit). None applies once the request has arrived: a sync wait is not cut.
+   */
+  HTTP_HEADERS_TIMEOUT_MS: int(20_000, 100),
+  HTTP_REQUEST_TIMEOUT_MS: int(600_000, 0),
+  HTTP_BODY_IDLE_TIMEOUT_MS: int(30_000, 0),
   MAX_INPUT_PIXELS: int(48_000_000, 1),
   UPLOAD_DIR: optionalString,
   /** largest file POST /v1/files accepts (images: also at most what the models accept) */
@@ -122,6 +133,9 @@ export function parseConfig(source: Record<string, string | undefined>): Service
     azureDeployments[model] = deployment;
   }
   if (env.AZURE_OPENAI_ENDPOINT && !env.AZURE_OPENAI_API_KEY) throw new ConfigError('invalid configuration:\n  AZURE_OPENAI_API_KEY is required with AZURE_OPENAI_ENDPOINT');
+  if (env.HTTP_REQUEST_TIMEOUT_MS > 0 && env.HTTP_HEADERS_TIMEOUT_MS > env.HTTP_REQUEST_TIMEOUT_MS) {
+    throw new ConfigError('invalid configuration:\n  HTTP_HEADERS_TIMEOUT_MS must not be longer than HTTP_REQUEST_TIMEOUT_MS');
+  }
   return {
     env,
     azureDeployments,

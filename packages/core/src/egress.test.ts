@@ -94,4 +94,12 @@ describe('checkEgress', () => {
     expect(ok).toMatchObject({ address: '127.0.0.1', family: 4 });
     expect(await refusal(checkEgress('http://localhost:3000/hook', { allowPrivate: false, lookup: resolvesTo('127.0.0.1') }))).toBe('forbidden_address');
   });
+
+  it('never tells what a name resolves to', async () => {
+    const message = await checkEgress('http://internal.corp/x', { allowPrivate: false, lookup: resolvesTo('93.184.216.34', '10.9.8.7') }).catch((err: Error) => err.message);
+    expect(message).toContain("'internal.corp'");
+    expect(message).not.toMatch(/10\.9\.8\.7|private|loopback/);
+    // a literal is the client's own text: named, with its kind
+    expect(await checkEgress('http://127.0.0.1/', { allowPrivate: false }).catch((err: Error) => err.message)).toContain('127.0.0.1 is a loopback address');
+  });
 });

@@ -150,7 +150,10 @@ export async function checkEgress(raw: string, opts: { allowPrivate: boolean; lo
   if (!opts.allowPrivate) {
     for (const a of addresses) {
       const cls = classifyAddress(a.address);
-      if (cls !== 'public') throw new EgressError('forbidden_address', `host '${hostname}' resolves to a ${cls.replace('_', '-')} address (${a.address}), which is not allowed`);
+      if (cls === 'public') continue;
+      // a literal address is the client's own text; what a name resolves to inside our network is never told
+      if (isIP(hostname)) throw new EgressError('forbidden_address', `${hostname} is a ${cls.replace('_', '-')} address; only public internet addresses are allowed`);
+      throw new EgressError('forbidden_address', `host '${hostname}' does not resolve to a public internet address; only those are allowed`);
     }
   }
   const first = addresses[0]!;

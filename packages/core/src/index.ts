@@ -12,3 +12,4 @@ export * from './job-view';
 export * from './egress';
 export * from './webhooks';
 export * from './dependency-errors';
+export * from './input-text';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkEgress, EgressError, type EgressTarget, type LookupAll, pinnedLookup } from '@image-edits/core';
+import { checkEgress, EgressError, type EgressTarget, type LookupAll, pinnedLookup, storableText } from '@image-edits/core';
 
 /** The media types an image_url may answer with (the bytes are checked by sharp anyway). */
 export const IMAGE_MEDIA_TYPES: Record<string, 'png' | 'jpeg' | 'webp'> = { 'image/png': 'png', 'image/jpeg': 'jpeg', 'image/jpg': 'jpeg', 'image/webp': 'webp' };
@@ -158,6 +158,17 @@ async function saveBody(res: http.IncomingMessage, opts: FetchImageOptions, medi
     await rm(file, { force: true });
     throw err;
   }
-  const filename = decodeURIComponent(url.pathname.split('/').pop() ?? '') || 'image';
-  return { path: file, bytes, contentType: mediaType, filename };
+  return { path: file, bytes, contentType: mediaType, filename: filenameOf(url) };
+}
+
+/** The URL's last path segment as the input's filename: stored on the job, so never malformed (%E0) nor holding a NUL (%00). */
+function filenameOf(url: URL): string {
+  const last = url.pathname.split('/').pop() ?? '';
+  let name: string;
+  try {
+    name = decodeURIComponent(last);
+  } catch {
+    name = last;
+  }
+  return storableText(name).slice(0, 255) || 'image';
 }

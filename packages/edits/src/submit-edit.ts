@@ -188,8 +188,21 @@ async function transparent(deps: StoreDeps, file: EditInputFile, facts: ImageFac
 async function hasTransparentPixel(deps: StoreDeps, file: EditInputFile, maxPixels: number): Promise<boolean> {
   // a stored file is read only here, within the model's byte limit (checked already)
   const src = file.objectKey && !file.buffer && !file.path ? await readStored(deps, file.objectKey, file.field) : source(file);
-  const stats = await sharp(src, { limitInputPixels: maxPixels }).stats();
-  return (stats.channels[3]?.min ?? 255) === 0;
+  let channels: sharp.ChannelStats[];
+  try {
+    channels = (await sharp(src, { limitInputPixels: maxPixels }).stats()).channels;
+  } catch {
+    // a valid header over pixel data that does not decode (truncated, corrupt): the client's image, not our failure
+    throw undecodableImage(file.field);
+  }
+  // the alpha channel is the last one: grey+alpha has two channels, RGBA four (CMYK+alpha five)
+  const alpha = channels.length === 2 || channels.length >= 4 ? channels.at(-1) : undefined;
+  return (alpha?.min ?? 255) === 0;
+}
+
+/** 400 for an image whose header reads but whose pixels do not: the message says what to fix, never the decoder's words. */
+export function undecodableImage(field: string) {
+  return invalidRequest('the image could not be decoded: its pixel data is corrupt or truncated; send a complete PNG, JPEG or WEBP file', field, 'invalid_image');
 }
 
 async function storeInput(deps: StoreDeps, file: EditInputFile, facts: ImageFacts, key: string): Promise<StoredImage> {

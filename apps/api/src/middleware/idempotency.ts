@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { Request, RequestHandler, Response } from 'express';
-import { conflict, invalidRequest, ServiceError } from '@image-edits/core';
+import { conflict, invalidRequest, MAX_INPUT_DEPTH, ServiceError, storableJson } from '@image-edits/core';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import type { UploadedFile } from '../uploads';
 import { apiKeyId } from './auth';
+import { assertCleanInput } from './input-check';
 
 /** How long a key is remembered (Stripe: 24 hours). */
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
@@ -25,6 +26,8 @@ export interface IdempotencyOptions {
  */
 export function idempotency(deps: Pick<ApiDeps, 'db' | 'logger'>, opts: IdempotencyOptions): RequestHandler {
   return async (req, res, next) => {
+    // this follows every body parser of a creating route: a flawed input is refused before any key is claimed
+    assertCleanInput(req, res);
     const key = req.get('idempotency-key');
     if (key === undefined) return next();
     if (key.trim() === '' || key.length > 255) throw invalidRequest('Idempotency-Key must be 1 to 255 characters', 'Idempotency-Key', 'invalid_value');
@@ -63,7 +66,17 @@ export function idempotency(deps: Pick<ApiDeps, 'db' | 'logger'>, opts: Idempote
     res.on('close', () => {
       // our own failure (5xx), or a client gone before an answer: forget the key, nothing was created
       if (res.statusCode >= 500 || !res.writableFinished) settle(() => releaseIdempotencyKey(deps.db, id));
-      else settle(() => completeIdempotencyKey(deps.db, id, { status: res.statusCode, body }));
+      else
+        settle(async () => {
+          try {
+            // an answer may quote the client's text: stored as storable text, so it can always be replayed
+            await completeIdempotencyKey(deps.db, id, { status: res.statusCode, body: storableJson(body) });
+          } catch (err) {
+            // never a key stuck pending for 24 h: unstored, it is released and a retry runs again
+            deps.logger.warn({ err, idempotencyKey: id }, 'idempotent answer not stored; the key is released');
+            await releaseIdempotencyKey(deps.db, id);
+          }
+        });
     });
     next();
   };
@@ -87,9 +100,11 @@ export async function multipartDigest(req: Request, files: UploadedFile[], heade
   return h.digest('hex');
 }
 
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)).map(([k, x]) => [k, sortKeys(x)]));
+/** Recursive, so bounded: the input check refuses deeper bodies before this runs, and this refuses them itself too. */
+function sortKeys(v: unknown, depth = 0): unknown {
+  if (depth > MAX_INPUT_DEPTH) throw invalidRequest(`the request body is nested more than ${MAX_INPUT_DEPTH} levels deep; no parameter of this API is`, null, 'invalid_value');
+  if (Array.isArray(v)) return v.map((x) => sortKeys(x, depth + 1));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)).map(([k, x]) => [k, sortKeys(x, depth + 1)]));
   return v;
 }
 

@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import sharp from 'sharp';
 import { invalidRequest, notFound } from '@image-edits/core';
+import { undecodableImage } from '@image-edits/edits';
 import { deleteFileForKey, type FileImageFacts, type FileRecord, getFileForKey, insertFile, listFiles } from '@image-edits/db';
 import { CONTENT_TYPES, fileKey, ObjectNotFoundError, type ObjectStore } from '@image-edits/storage';
 import type { ApiDeps } from '../deps';
@@ -62,7 +63,7 @@ export function filesRouter(deps: ApiDeps): Router {
     if (IMAGE_PURPOSES.includes(purpose)) {
       try {
         if (upload.size > MAX_UPLOAD_BYTES) throw tooLargeError(MAX_UPLOAD_BYTES, true);
-        image = await readImageFacts(store, upload.key, deps.uploadDir);
+        image = await readImageFacts(store, upload.key, deps.uploadDir, deps.config.env.MAX_INPUT_PIXELS);
       } catch (err) {
         // a refused image is gone before the client hears why, not some time after
         await store.delete(upload.key);
@@ -184,10 +185,11 @@ function parseExpiresAfter(value: unknown): number | undefined {
 }
 
 /**
- * The stored object's header read by sharp: its real format and size, no pixels decoded. It goes
- * through a temporary file, since sharp holds a streamed input whole in memory.
+ * The stored object's header read by sharp (its real format and size), then its pixels decoded once,
+ * within the pixel limit: an image no edit could read is refused now, not at every edit that names
+ * it. It goes through a temporary file, since sharp holds a streamed input whole in memory.
  */
-async function readImageFacts(store: Pick<ObjectStore, 'getStream'>, key: string, dir: string): Promise<FileImageFacts> {
+async function readImageFacts(store: Pick<ObjectStore, 'getStream'>, key: string, dir: string, maxPixels: number): Promise<FileImageFacts> {
   const tmp = path.join(dir, `file-check-${randomUUID()}`);
   try {
     await pipeline((await store.getStream(key)).body, createWriteStream(tmp));
@@ -196,7 +198,16 @@ async function readImageFacts(store: Pick<ObjectStore, 'getStream'>, key: string
     if (format !== 'png' && format !== 'jpeg' && format !== 'webp') {
       throw invalidRequest(`an image file (purpose vision or user_data) must be PNG, JPEG or WEBP; the uploaded file is ${format ? `a ${format.toUpperCase()} image` : 'not a readable image'}`, 'file', 'invalid_image_format');
     }
-    return { format, width: meta?.width ?? 0, height: meta?.height ?? 0, hasAlpha: meta?.hasAlpha ?? false };
+    const width = meta?.width ?? 0;
+    const height = meta?.height ?? 0;
+    // judged on the header, before decoding: a decompression bomb costs nothing
+    if (width * height > maxPixels) throw invalidRequest(`the image is ${width}x${height}; at most ${maxPixels} pixels are accepted`, 'file', 'image_too_many_pixels');
+    try {
+      await sharp(tmp, { limitInputPixels: maxPixels }).stats();
+    } catch {
+      throw undecodableImage('file');
+    }
+    return { format, width, height, hasAlpha: meta?.hasAlpha ?? false };
   } finally {
     await rm(tmp, { force: true });
   }

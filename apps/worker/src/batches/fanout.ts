@@ -7,9 +7,13 @@ import {
   type BatchLineError,
   batchChildJobId,
   batchErrorList,
+  findInputFlaw,
+  isDependencyError,
   isFinalBatch,
   parseBatchLine,
   ServiceError,
+  storableJson,
+  storableText,
 } from '@image-edits/core';
 import {
   type BatchRecord,
@@ -41,6 +45,8 @@ interface Request {
   line: number;
   customId: string;
   body: Record<string, unknown>;
+  /** refused by the line parser (text no request may hold): the line's error, it never runs */
+  refused?: { message: string; param: string | null; code: string };
 }
 
 /**
@@ -61,7 +67,7 @@ export async function runFanOut(deps: BatchDeps, batchId: string, signal: AbortS
     const snapshot = await snapshotInput(deps, batch);
     const checked = snapshot ? await validateInput(deps, batch) : { errors: inputGone(batch) };
     if ('errors' in checked) {
-      if (await failBatchValidation(deps.db, batchId, checked.errors)) {
+      if (await failBatchValidation(deps.db, batchId, storableJson(checked.errors))) {
         log.info({ errors: checked.errors.data.length }, 'batch input refused; batch failed');
         await announceBatch(deps, batchId, 'failed');
       }
@@ -178,7 +184,7 @@ async function fanOut(deps: BatchDeps, start: BatchRecord, signal: AbortSignal):
     // the structure was checked by the validation pass, on the same (snapshotted) bytes
     const parsed = l.text === null ? null : parseBatchLine(l.text, l.line, new Set());
     if (!parsed?.ok) continue;
-    chunk.push({ line: l.line, customId: parsed.customId, body: parsed.body });
+    chunk.push({ line: l.line, customId: parsed.customId, body: parsed.body, ...(parsed.refused ? { refused: parsed.refused } : {}) });
     chunkBytes += l.bytes;
     if (chunk.length >= CHUNK_LINES || chunkBytes >= CHUNK_BYTES) {
       if (signal.aborted) throw new FanOutInterrupted(`worker closing; batch ${batch.id} resumes after line ${linesDone}`);
@@ -201,8 +207,9 @@ const EXPIRED = { message: 'the batch reached the end of its completion window b
 
 /**
  * Each line through the JSON form and the same checks as POST /v1/images/edits, a few at a time:
- * its job (inputs stored under the line's job id) or its request error. Only a client's mistake
- * (4xx) is a request error; our own failure (S3, Postgres) fails the step, which is retried.
+ * its job (inputs stored under the line's job id) or its request error. Each line is on its own:
+ * whatever it throws is its error, except an outage of our own (S3, Postgres, Redis) or the worker
+ * closing, which fail the step so it is retried. No line can stop its batch.
  */
 async function prepareChunk(
   deps: BatchDeps,
@@ -212,11 +219,15 @@ async function prepareChunk(
   signal: AbortSignal,
 ): Promise<{ jobs: NewJob[]; errors: NewRequestError[] }> {
   // the chunk's file_ids in one query
-  const files = new Map<string, FileRecord>((await getFilesForKey(deps.db, [...fileIdsOf(chunk)], batch.apiKeyId)).map((f) => [f.id, f]));
+  const files = new Map<string, FileRecord>((await getFilesForKey(deps.db, [...fileIdsOf(chunk.filter((r) => !r.refused))], batch.apiKeyId)).map((f) => [f.id, f]));
   const findFile = async (id: string) => files.get(id) ?? null;
   const jobs: NewJob[] = [];
   const errors: NewRequestError[] = [];
   await pool(LINE_CONCURRENCY, chunk, async (r) => {
+    if (r.refused) {
+      errors.push({ line: r.line, customId: r.customId, error: { ...r.refused, type: 'invalid_request_error', status: 400 } });
+      return;
+    }
     const temps: string[] = [];
     try {
       const input = await resolveJsonEdit({ ...deps, findFile }, batch.apiKeyId, r.body, { add: (p) => temps.push(p) }, signal);
@@ -234,17 +245,34 @@ async function prepareChunk(
         ),
       );
     } catch (err) {
+      if (signal.aborted || isDependencyError(err)) throw err;
       const e = jsonFormError(err);
-      if (!(e instanceof ServiceError) || e.status >= 500) throw err;
-      errors.push({ line: r.line, customId: r.customId, error: { message: e.message, type: e.type, param: e.param, code: e.code ?? 'invalid_request', status: e.status } });
+      if (e instanceof ServiceError && e.status !== 503) {
+        errors.push({ line: r.line, customId: r.customId, error: { message: e.message, type: e.type, param: e.param, code: e.code ?? 'invalid_request', status: e.status } });
+      } else {
+        // a bug or a library's surprise on this line's input: its error, never a step retried without end
+        deps.logger.warn({ err, batchId: batch.id, line: r.line }, 'batch line failed unexpectedly; recorded as its error');
+        errors.push({ line: r.line, customId: r.customId, error: LINE_FAILED });
+      }
     } finally {
       await Promise.all(temps.map((p) => rm(p, { force: true })));
     }
   });
+  // the chunk's rows go in one statement: a row Postgres would refuse (a NUL or an unpaired surrogate
+  // that came by some other way than the line's text) is taken out first, or it would fail them all
+  const unstorable = jobs.filter((j) => findInputFlaw(j) !== null);
+  if (unstorable.length > 0) {
+    await discardInputs(deps, unstorable);
+    for (const j of unstorable) errors.push({ line: j.batch!.line, customId: j.batch!.customId, error: UNSTORABLE });
+  }
+  const stored = jobs.filter((j) => !unstorable.includes(j));
   // in line order: a key's jobs run in the order they were added
-  jobs.sort((a, b) => a.batch!.line - b.batch!.line);
-  return { jobs, errors };
+  stored.sort((a, b) => a.batch!.line - b.batch!.line);
+  return { jobs: stored, errors: errors.map((e) => storableJson({ ...e, customId: storableText(e.customId) })) };
 }
+
+const LINE_FAILED = { message: 'this request could not be processed because of an error on our side; submit it again', type: 'server_error', param: null, code: 'internal_error', status: 500 };
+const UNSTORABLE = { message: 'this request holds text that cannot be stored (a NUL character or an unpaired surrogate)', type: 'invalid_request_error', param: null, code: 'invalid_value', status: 400 };
 
 function* fileIdsOf(chunk: Request[]): Generator<string> {
   const idOf = (ref: unknown) => (ref && typeof ref === 'object' && typeof (ref as { file_id?: unknown }).file_id === 'string' ? (ref as { file_id: string }).file_id : undefined);

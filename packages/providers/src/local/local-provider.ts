@@ -72,9 +72,13 @@ async function decodeRgba(data: Buffer, what: 'image' | 'mask'): Promise<Raw> {
     const { data: raw, info } = await sharp(data).toColourspace('srgb').ensureAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 4) throw new Error(`decoded to ${info.channels} channels`);
     return { data: raw, width: info.width, height: info.height };
-  } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new ProviderError(PROVIDER, `the ${what} could not be decoded: ${reason}`, { code: 'invalid_image', retryable: false, status: 400 });
+  } catch {
+    // what the client can act on, not the decoder's words ("vipspng: libpng read error")
+    throw new ProviderError(PROVIDER, `the ${what} could not be decoded: its pixel data is corrupt or truncated; send a complete PNG, JPEG or WEBP file`, {
+      code: 'invalid_image',
+      retryable: false,
+      status: 400,
+    });
   }
 }
 

@@ -127,9 +127,9 @@ function parseSize(size: string | undefined, model: string): Size | undefined {
 async function editMask(canvas: InputImage, mask: InputImage | undefined): Promise<Buffer> {
   try {
     return await whiteEditMask(canvas, mask);
-  } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new ProviderError(PROVIDER, `the ${mask ? 'mask' : 'image'} could not be decoded: ${reason}`, { code: 'invalid_image', retryable: false });
+  } catch {
+    // what the client can act on, not the decoder's words
+    throw new ProviderError(PROVIDER, `the ${mask ? 'mask' : 'image'} could not be decoded: its pixel data is corrupt or truncated`, { code: 'invalid_image', retryable: false });
   }
 }
 
