@@ -352,7 +352,7 @@ describe('7, 10: slow clients and aborted uploads', () => {
   let key: string;
   const logs: Json[] = [];
   beforeAll(async () => {
-    env = await createTestEnv({ HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_BODY_IDLE_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '20000', LOG_LEVEL: 'info' });
+    env = await createTestEnv({ HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_BODY_IDLE_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '4000', LOG_LEVEL: 'info' });
     const sink = new Writable({
       write(chunk, _enc, done) {
         for (const l of String(chunk).split('\n').filter(Boolean)) logs.push(JSON.parse(l));
@@ -391,10 +391,33 @@ describe('7, 10: slow clients and aborted uploads', () => {
     expect(logs.some((l) => l.res?.statusCode === 499 || l.msg === 'request aborted by the client')).toBe(true);
   });
 
-  it('a steady slow upload and a sync wait longer than every timeout are not cut', async () => {
+  it('a body that trickles in past HTTP_REQUEST_TIMEOUT_MS is cut with a 408', async () => {
+    const head = `POST /v1/batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`;
+    const socket = net.connect(Number(new URL(api.url).port), '127.0.0.1');
+    const started = Date.now();
+    let text = '';
+    socket.on('data', (d) => {
+      text += d.toString('latin1');
+    });
+    socket.on('error', () => undefined);
+    const closed = new Promise<number>((r) => socket.once('close', () => r(Date.now() - started)));
+    socket.write(head);
+    // a byte every 300 ms: never idle for the 1 s limit, never done
+    const timer = setInterval(() => socket.writable && socket.write(' '), 300);
+    const after = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(Number.POSITIVE_INFINITY), 8000))]);
+    clearInterval(timer);
+    socket.destroy();
+    expect(after).toBeGreaterThanOrEqual(4000);
+    expect(after).toBeLessThan(6500);
+    expect(text).toMatch(/^HTTP\/1\.1 408/);
+    expect(JSON.parse(text.split('\r\n\r\n')[1]!).error.code).toBe('request_timeout');
+  });
+
+  it('a steady slow upload and a wait longer than every timeout are not cut', async () => {
     const png = await makePng(64, 64, { hole });
     const raw = multipartRaw([['prompt', 'x']], { field: 'image', header: 'filename="a.png"', bytes: png });
     const head = `POST /v1/images/edits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nPrefer: wait=3\r\nContent-Type: ${raw.type}\r\nContent-Length: ${raw.body.length}\r\n\r\n`;
+    const connected = Date.now();
     const socket = net.connect(Number(new URL(api.url).port), '127.0.0.1');
     let text = '';
     socket.on('data', (d) => {
@@ -415,6 +438,8 @@ describe('7, 10: slow clients and aborted uploads', () => {
     await closed;
     expect(text).toMatch(/^HTTP\/1\.1 202/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(2500);
+    // longer in all than HTTP_REQUEST_TIMEOUT_MS (4 s): that bounds the arrival of a request, not its answer
+    expect(Date.now() - connected).toBeGreaterThan(4500);
   });
 });
 
