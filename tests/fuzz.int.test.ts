@@ -189,6 +189,8 @@ const fieldMutation = fc.tuple(
   ),
   fc.oneof(
     { weight: 3, arbitrary: hostileString },
+    // JSON in a string (metadata may come so): escapes that decode to what Postgres refuses
+    { weight: 1, arbitrary: fc.dictionary(hostileString, hostileString, { maxKeys: 3 }).map((o) => JSON.stringify(o)) },
     { weight: 1, arbitrary: numberish },
     { weight: 1, arbitrary: fc.constantFrom('http://127.0.0.1:9/h', 'https://10.0.0.1/h', 'job.succeeded', 'true', '3', '1024x1024', '99999x99999', '0x0', '1ms', '8d', '{"a":"\\u0000"}') },
   ),
@@ -202,6 +204,8 @@ const jsonMutation = fc.oneof(
   { weight: 1, arbitrary: fc.record({ at: fc.constant(['mask']), v: imageRef }) },
   { weight: 2, arbitrary: fc.record({ at: fc.tuple(fc.constant('metadata'), hostileString), v: hostileString }) },
   { weight: 1, arbitrary: fc.record({ at: fc.constant(['metadata']), v: metadata }) },
+  // metadata as a JSON string: what it decodes to must pass the same rule
+  { weight: 2, arbitrary: fc.record({ at: fc.constant(['metadata']), v: fc.dictionary(hostileString, hostileString, { minKeys: 1, maxKeys: 3 }).map((o) => JSON.stringify(o)) }) },
   { weight: 1, arbitrary: fc.record({ at: fc.tuple(hostileString), v: fc.jsonValue({ maxDepth: 2 }) }) },
 );
 
@@ -282,6 +286,7 @@ const multipart = fc
       fc.oneof(
         { weight: 3, arbitrary: fieldMutation.map(([k, v]) => ({ kind: 'field' as const, k, v })) },
         { weight: 2, arbitrary: fc.tuple(hostileString, hostileString).map(([k, v]) => ({ kind: 'field' as const, k: `metadata[${k}]`, v })) },
+        { weight: 2, arbitrary: fc.dictionary(hostileString, hostileString, { minKeys: 1, maxKeys: 3 }).map((o) => ({ kind: 'field' as const, k: 'metadata', v: JSON.stringify(o) })) },
         fc.record({ kind: fc.constant('filename' as const), filename: fc.oneof(hostileString.map((n) => `filename="${n}"`), hostileString.map((n) => `filename*=UTF-8''${encodeBytes(n)}`), fc.constant('')) }),
         fc.record({ kind: fc.constant('file' as const), name: fc.oneof(fc.constantFrom('image', 'image[]', 'image[1]', 'image[0]', 'mask', 'file'), hostileString), bytes: image }),
         fc.record({ kind: fc.constant('type' as const), type: fc.constantFrom('application/octet-stream', 'text/html', '') }),

@@ -157,6 +157,16 @@ describe('3: U+0000 and unpaired surrogates never reach Postgres', () => {
     expectError(await call('GET', '/v1/files?purpose=%00'), 400, 'invalid_value', 'purpose');
   });
 
+  it('metadata sent as a JSON string is checked once decoded (multipart, JSON, batches)', async () => {
+    const encoded = JSON.stringify({ a: `b${NUL}` });
+    expect(encoded).not.toContain(NUL);
+    const png = await makePng(64, 64, { hole });
+    expectError(await post(url('/v1/images/edits'), svc.apiKey, editForm({ prompt: 'x', metadata: encoded }, [['image', png, 'a.png']]), { prefer: 'respond-async' }), 400, 'invalid_value', 'metadata.a');
+    const json = await call('POST', '/v1/images/edits', { json: { prompt: 'x', metadata: encoded, images: [{ image_url: `data:image/png;base64,${png.toString('base64')}` }] }, headers: { prefer: 'respond-async' } });
+    expectError(json, 400, 'invalid_value', 'metadata.a');
+    expectError(await call('POST', '/v1/batches', { json: { input_file_id: 'file-x', endpoint: '/v1/images/edits', completion_window: '24h', metadata: JSON.stringify({ k: '\ud800' }) } }), 400, 'invalid_value', 'metadata.k');
+  });
+
   it('webhook endpoint description and batch metadata', async () => {
     expectError(await call('POST', '/v1/webhook_endpoints', { json: { url: 'https://example.com/h', description: `d${NUL}` } }), 400, 'invalid_value', 'description');
     expectError(await call('POST', '/v1/batches', { json: { input_file_id: 'file-x', endpoint: '/v1/images/edits', completion_window: '24h', metadata: { k: `v${NUL}` } } }), 400, 'invalid_value', 'metadata.k');

@@ -35,7 +35,11 @@ export function parseBatchCreate(body: unknown): BatchCreate {
   }
   if (r.data.endpoint !== BATCH_ENDPOINT) throw invalidRequest(`endpoint must be '${BATCH_ENDPOINT}' here; got '${r.data.endpoint}'`, 'endpoint', 'invalid_value');
   if (r.data.completion_window !== '24h') throw invalidRequest(`completion_window must be '24h'; got '${r.data.completion_window}'`, 'completion_window', 'invalid_value');
-  return { inputFileId: r.data.input_file_id, endpoint: BATCH_ENDPOINT, completionWindowMs: 24 * 3600 * 1000, metadata: parseMetadata(r.data.metadata) };
+  const metadata = parseMetadata(r.data.metadata);
+  // metadata sent as a JSON string is checked once decoded, by the same rule as the request's own text
+  const flaw = findInputFlaw(metadata);
+  if (flaw) throw inputFlawError(flaw, ['metadata']);
+  return { inputFileId: r.data.input_file_id, endpoint: BATCH_ENDPOINT, completionWindowMs: 24 * 3600 * 1000, metadata };
 }
 
 /** A structural problem with one input line: it fails the whole batch, as OpenAI does. */

@@ -4,7 +4,9 @@ import {
   assertEgressAllowed,
   checkEditParams,
   checkImages,
+  findInputFlaw,
   type ImageFacts,
+  inputFlawError,
   invalidRequest,
   type JobInputs,
   type ModelRoute,
@@ -115,6 +117,9 @@ export async function prepareEdit(deps: Pick<EditDeps, 'store' | 'routes' | 'con
   const route = resolveModel(deps.routes, fields.model ?? deps.config.env.DEFAULT_MODEL);
   const params = checkEditParams(route.id, route.capabilities, fields);
   const options = parseJobOptions(fields, input.cancelAfter);
+  // what the request carried encoded (metadata as a JSON string, "\u0000" inside) meets the input rule once decoded
+  const decodedFlaw = findInputFlaw({ ...params, metadata: options.metadata });
+  if (decodedFlaw) throw inputFlawError(decodedFlaw);
   // the webhook's host is checked now (400) and again at every delivery (DNS rebinding)
   if (options.webhookUrl) options.webhookUrl = await assertEgressAllowed(options.webhookUrl, { allowPrivate: deps.config.env.WEBHOOK_ALLOW_PRIVATE, param: 'webhook_url' });
 
