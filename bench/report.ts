@@ -98,6 +98,23 @@ export interface BatchMeasurement {
   cancel: { ms: number; completed: number; failed: number; outputBytes: number; errorBytes: number; status: string };
 }
 
+export interface DrainMeasurement {
+  latencyMs: number;
+  jobs: number;
+  /** the bare worker's concurrency: the service's default per-provider concurrency */
+  inFlight: number;
+  service: { jobsPerSecond: number; failed: number; peakRss: number; cpuSeconds: number };
+  bare: { jobsPerSecond: number; peakRss: number };
+}
+
+export interface DrainMemoryMeasurement {
+  jobs: number;
+  inputBytes: number;
+  peakRss: number;
+  failed: number;
+  seconds: number;
+}
+
 export interface BenchResults {
   machine: MachineInfo;
   durationMs: number;
@@ -105,6 +122,47 @@ export interface BenchResults {
   sync: SyncMeasurement;
   memory: MemoryMeasurement;
   batches: BatchMeasurement[];
+  drains?: DrainMeasurement[];
+  drainBig?: DrainMemoryMeasurement;
+}
+
+export const DRAIN_GOAL_RATIO = 0.8;
+export const DRAIN_RSS_GOAL_BYTES = 1024 * 1024 * 1024;
+
+/** Section 5's rows for the summary and its own markdown. */
+export function drainMarkdown(r: BenchResults): string {
+  if (!r.drains?.length) return '';
+  const rows = r.drains.map((d) => [
+    d.latencyMs ? `${d.latencyMs / 1000} s` : '0',
+    `${d.service.jobsPerSecond.toFixed(1)}/s`,
+    `${d.bare.jobsPerSecond.toFixed(1)}/s`,
+    `${(d.service.jobsPerSecond / d.bare.jobsPerSecond).toFixed(2)}×`,
+    `≥ ${DRAIN_GOAL_RATIO}×`,
+    d.service.jobsPerSecond / d.bare.jobsPerSecond >= DRAIN_GOAL_RATIO && d.service.failed === 0 ? 'yes' : '**no**',
+    fmtMB(d.service.peakRss),
+    fmtMB(d.bare.peakRss),
+  ]);
+  const big = r.drainBig;
+  return `
+## 5. Draining a backlog with one worker
+
+${r.drains[0]!.jobs.toLocaleString('en')} jobs (dall-e-2, a 1024×1024 PNG and mask, \`b64_json\`) submitted first, then drained by
+one worker process at its defaults (\`WORKER_CONCURRENCY\` 64 per provider, \`WORKER_MAX_INFLIGHT_BYTES\`
+512 MB), against a bare BullMQ worker (\`bench/bare-worker.ts\`) doing the same I/O per job (two S3 gets,
+the multipart POST to the same fake upstream, an S3 put, one Postgres UPDATE) with ${r.drains[0]!.inFlight} in flight.
+Rates run from the first job started to the last one finished.
+
+${table(['upstream latency', 'service', 'bare worker', 'ratio', 'goal', 'met?', 'worker peak RSS', 'bare peak RSS'], rows)}
+${
+  big
+    ? `
+Large inputs: ${big.jobs} gpt-image-1 edits of a ${fmtMB(big.inputBytes)} PNG each, the upstream at 2 s, drained by one worker at
+its defaults in ${big.seconds.toFixed(0)} s (${big.failed} failed): peak RSS ${fmtMB(big.peakRss)} (goal < 1 GB: ${big.peakRss < DRAIN_RSS_GOAL_BYTES && big.failed === 0 ? 'met' : '**missed**'}).
+The byte budget lets as many jobs hold their images at once as fit in it (each counts its inputs five times, for the
+copies the S3 read and the SDK's request hold, plus 2 MB per output); the rest wait without spending an attempt.
+`
+    : ''
+}`;
 }
 
 export const SUBMIT_GOAL_RATIO = 0.5;
@@ -428,6 +486,7 @@ CPU time per upload:
 ${cpuTable([['service', m.service.cpu, m.service.load.ok], ['baseline', m.baseline.cpu, m.baseline.load.ok]], mc.cores)}
 
 ${batchSection(r)}
+${drainMarkdown(r)}
 ## Notes
 
 ${notes.map((n) => `- ${n}`).join('\n')}

@@ -4,8 +4,9 @@
  * s3rver buckets (packages/testing's createTestEnv), the fake OpenAI upstream, and child processes for
  * the API, the worker and the baseline server. All loops are bounded; everything is torn down at the end,
  * on failure and on Ctrl-C. Sections: 1. async submission, 2. sync overhead, 3. memory under large uploads,
- * 4. batch submission and fan-out (50,000 lines at zero and 2 s upstream latency). `BENCH_ONLY=submit|sync|
- * memory|batches` runs one section alone, without writing the report.
+ * 4. batch submission and fan-out (50,000 lines at zero and 2 s upstream latency), 5. draining a
+ * 2,000-job backlog with one worker against a bare BullMQ worker (0 and 2 s), and its memory with 16 MB
+ * inputs. `BENCH_ONLY=submit|sync|memory|batches|drain` runs one section alone, without writing the report.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdtempSync, openAsBlob, rmSync, writeFileSync } from 'node:fs';
@@ -14,7 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createApiKey, createDb, getJob } from '@image-edits/db';
 import { createObjectStore } from '@image-edits/storage';
-import { createTestEnv, type FakeOpenAI, makeMask, makePng, startFakeOpenAI, type TestEnv } from '@image-edits/testing';
+import { createTestEnv, deleteRedisPrefix, type FakeOpenAI, makeMask, makePng, startFakeOpenAI, type TestEnv } from '@image-edits/testing';
+import { Queue } from 'bullmq';
 import sharp from 'sharp';
 import { type LoadResult, mergeLoad, runLoad } from './load';
 import { machineInfo } from './machine';
@@ -23,6 +25,8 @@ import { cpuWindow, type CpuUse, freePort, mergeCpu, type NodeChild, readMemory,
 import {
   type BatchMeasurement,
   batchHeapBounded,
+  type DrainMeasurement,
+  type DrainMemoryMeasurement,
   type BenchResults,
   type MemoryMeasurement,
   type ProcessFootprint,
@@ -46,6 +50,9 @@ const UPLOADS = { count: 64, warmup: 2, side: 2600 };
 /** 4. batches: 50,000 lines at each upstream latency (both sizes fan out in minutes; the children need not finish) */
 const BATCH = { lines: 50_000, warmupLines: 600, promptChars: 2000, latenciesMs: [0, 2000] };
 const FAKE_KEY = 'sk-bench-fake-upstream';
+/** 5. drain: jobs per run, the bare worker's in-flight count (the service's default per-provider concurrency), latencies */
+const DRAIN = { jobs: 2000, concurrency: 64, latenciesMs: [0, 2000], timeoutMs: 15 * 60_000 };
+const DRAIN_BIG = { jobs: 96 };
 const MB = 1024 * 1024;
 
 // ---- teardown: a stack of cleanups run in reverse, once, whatever happens ----
@@ -139,7 +146,7 @@ async function startS3Child(): Promise<{ child: NodeChild; endpoint: string }> {
 async function newEnv(name: string): Promise<{ testEnv: TestEnv; apiKey: string; apiKeyId: string; s3: NodeChild }> {
   const s3 = await startS3Child();
   // the service's own defaults where the test harness lowers them for tests
-  const testEnv = await createTestEnv({ DATABASE_POOL_SIZE: '10', WORKER_CONCURRENCY: '8', LOG_LEVEL: 'silent', AWS_ENDPOINT_URL_S3: s3.endpoint });
+  const testEnv = await createTestEnv({ DATABASE_POOL_SIZE: '10', WORKER_CONCURRENCY: '64', LOG_LEVEL: 'silent', AWS_ENDPOINT_URL_S3: s3.endpoint });
   defer(`test env ${name}`, () => testEnv.cleanup());
   const db = createDb(testEnv.databaseUrl, { poolSize: 1 });
   try {
@@ -432,6 +439,135 @@ function watchHeap(child: NodeChild): { last(): number; reset(): void; peak(): {
 
 const HEAP_PROBE = ['--expose-gc', '--require', path.join(REPO, 'bench/heap-probe.cjs')];
 
+// ---- 5. drain: one worker at its defaults against a bare BullMQ worker doing the same I/O ----
+
+/**
+ * A backlog of DRAIN.jobs edits (1024² PNG + mask) drained by one worker process with the default
+ * settings, the fake upstream at `latencyMs`; then the same number of jobs drained by a bare BullMQ
+ * worker (bench/bare-worker.ts: S3 gets, the upstream POST, an S3 put, one UPDATE) with as many in
+ * flight as the service's default concurrency. Rates are from the first start to the last finish.
+ */
+async function benchDrain(latencyMs: number, image: Buffer, mask: Buffer): Promise<DrainMeasurement> {
+  const fake = await startFakeOpenAI({ apiKey: FAKE_KEY });
+  defer('drain fake upstream', () => fake.close());
+  if (latencyMs) fake.respondWith(() => new Promise((r) => setTimeout(() => r(undefined), latencyMs)), { times: Number.POSITIVE_INFINITY });
+  const { testEnv, apiKey, s3 } = await newEnv(`drain-${latencyMs}`);
+  const db = createDb(testEnv.databaseUrl, { poolSize: 2 });
+  defer('drain db client', () => db.$disconnect());
+  const inFlight = DRAIN.concurrency;
+
+  // the backlog, through the API (stopped before the drain so it costs the worker nothing)
+  const api = await startApiChild(testEnv, fake);
+  const body = buildMultipart({ prompt: 'a red balloon floating in the hole', model: 'dall-e-2', size: '1024x1024', response_format: 'b64_json' }, [
+    { field: 'image', filename: 'image.png', contentType: 'image/png', data: image },
+    { field: 'mask', filename: 'mask.png', contentType: 'image/png', data: mask },
+  ]);
+  log(`5. drain at ${latencyMs} ms: submitting ${DRAIN.jobs} jobs`);
+  const filled = await runLoad({ url: `${api.url}/v1/images/edits`, body, headers: { authorization: `Bearer ${apiKey}`, prefer: 'respond-async' }, total: DRAIN.jobs, concurrency: 32, expectStatus: 202 });
+  assertClean('drain backlog', filled);
+  await api.child.stop();
+
+  // the service's worker at its defaults
+  const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, await freePort())));
+  const mem = sampleMemory(worker.pid, 200);
+  const cpu = cpuWindow(worker.pid, { s3rver: s3.pid });
+  log(`   service worker draining (${DRAIN.jobs} jobs)`);
+  await untilCount(() => db.job.count({ where: { status: { in: ['succeeded', 'failed'] } } }), DRAIN.jobs, DRAIN.timeoutMs, 'service drain');
+  const cpuUse = cpu();
+  const memory = mem.stop();
+  const failed = await db.job.count({ where: { status: 'failed' } });
+  const [span] = await db.$queryRaw<{ first: Date; last: Date }[]>`SELECT min(started_at) AS first, max(completed_at) AS last FROM jobs`;
+  await worker.stop();
+
+  // the bare worker: the same I/O per job, inputs read from one stored image and mask
+  const store = createObjectStore({ endpoint: testEnv.env.AWS_ENDPOINT_URL_S3!, region: 'us-east-1', bucket: 'test-bucket', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true });
+  defer('drain store', async () => store.destroy());
+  await store.put('bare/input/image.png', image, { contentType: 'image/png', contentLength: image.length });
+  await store.put('bare/input/mask.png', mask, { contentType: 'image/png', contentLength: mask.length });
+  await db.$executeRawUnsafe('CREATE TABLE bare_jobs (id text PRIMARY KEY, status text, started_at timestamptz, completed_at timestamptz)');
+  await db.$executeRawUnsafe(`INSERT INTO bare_jobs (id) SELECT 'bare' || g FROM generate_series(1, ${DRAIN.jobs}) g`);
+  const prefix = `${testEnv.prefix}-bare`;
+  defer('bare prefix', () => deleteRedisPrefix(prefix));
+  const queue = new Queue('bare-edits', { connection: { url: testEnv.env.REDIS_URL! }, prefix });
+  defer('bare queue', () => queue.close());
+  for (let i = 0; i < DRAIN.jobs; i += 500) {
+    await queue.addBulk(Array.from({ length: Math.min(500, DRAIN.jobs - i) }, (_, k) => ({ name: 'edit', data: { id: `bare${i + k + 1}`, image: 'bare/input/image.png', mask: 'bare/input/mask.png' }, opts: { removeOnComplete: true } })));
+  }
+  const bare = track(
+    spawnTs('bare worker', 'bench/bare-worker.ts', {
+      ...process.env,
+      NODE_ENV: 'production',
+      S3_ENDPOINT: testEnv.env.AWS_ENDPOINT_URL_S3,
+      S3_BUCKET: 'test-bucket',
+      DATABASE_URL: testEnv.databaseUrl,
+      REDIS_URL: testEnv.env.REDIS_URL,
+      QUEUE_PREFIX: prefix,
+      UPSTREAM_URL: fake.url,
+      UPSTREAM_KEY: FAKE_KEY,
+      CONCURRENCY: String(inFlight),
+    }),
+  );
+  const bareMem = sampleMemory(bare.pid, 200);
+  log(`   bare worker draining (${DRAIN.jobs} jobs, ${inFlight} in flight)`);
+  await untilCount(async () => Number((await db.$queryRawUnsafe<{ n: bigint }[]>("SELECT count(*) AS n FROM bare_jobs WHERE status = 'succeeded'"))[0]!.n), DRAIN.jobs, DRAIN.timeoutMs, 'bare drain');
+  const bareMemory = bareMem.stop();
+  const [bareSpan] = await db.$queryRawUnsafe<{ first: Date; last: Date }[]>('SELECT min(started_at) AS first, max(completed_at) AS last FROM bare_jobs');
+  await bare.stop();
+
+  const rate = (sp: { first: Date; last: Date } | undefined) => (sp ? DRAIN.jobs / ((sp.last.getTime() - sp.first.getTime()) / 1000) : Number.NaN);
+  const m: DrainMeasurement = {
+    latencyMs,
+    jobs: DRAIN.jobs,
+    inFlight,
+    service: { jobsPerSecond: rate(span), failed, peakRss: memory.hwm, cpuSeconds: cpuUse.server },
+    bare: { jobsPerSecond: rate(bareSpan), peakRss: bareMemory.hwm },
+  };
+  log(`   service ${m.service.jobsPerSecond.toFixed(1)} jobs/s, bare ${m.bare.jobsPerSecond.toFixed(1)} jobs/s (${(m.service.jobsPerSecond / m.bare.jobsPerSecond).toFixed(2)}×), worker peak RSS ${fmtMB(m.service.peakRss)}`);
+  return m;
+}
+
+/**
+ * Large inputs at full concurrency: DRAIN_BIG.jobs gpt-image-1 edits, each a ~16 MB PNG, drained by
+ * one worker at its defaults (64 in flight per provider, the byte budget deciding how many hold their
+ * images at once) with the upstream at 2 s; the worker's peak RSS is what is reported.
+ */
+async function benchDrainBigInputs(): Promise<DrainMemoryMeasurement> {
+  const fake = await startFakeOpenAI({ apiKey: FAKE_KEY });
+  defer('big fake upstream', () => fake.close());
+  fake.respondWith(() => new Promise((r) => setTimeout(() => r(undefined), 2000)), { times: Number.POSITIVE_INFINITY });
+  const { testEnv, apiKey } = await newEnv('drain-big');
+  const db = createDb(testEnv.databaseUrl, { poolSize: 2 });
+  defer('big db client', () => db.$disconnect());
+  // noise does not compress: a 2,048² RGBA PNG of random pixels is about 16 MB
+  const side = 2048;
+  const big = await sharp(randomBytes(side * side * 4), { raw: { width: side, height: side, channels: 4 } }).png({ compressionLevel: 0 }).toBuffer();
+  const api = await startApiChild(testEnv, fake);
+  const body = buildMultipart({ prompt: 'a red balloon', model: 'gpt-image-1', size: '1024x1024', response_format: 'b64_json' }, [{ field: 'image', filename: 'big.png', contentType: 'image/png', data: big }]);
+  log(`5b. ${DRAIN_BIG.jobs} edits of ${fmtMB(big.length)} inputs: submitting`);
+  const filled = await runLoad({ url: `${api.url}/v1/images/edits`, body, headers: { authorization: `Bearer ${apiKey}`, prefer: 'respond-async' }, total: DRAIN_BIG.jobs, concurrency: 8, expectStatus: 202, timeoutMs: 300_000 });
+  assertClean('big backlog', filled);
+  await api.child.stop();
+  const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, await freePort())));
+  const mem = sampleMemory(worker.pid, 100);
+  const started = performance.now();
+  await untilCount(() => db.job.count({ where: { status: { in: ['succeeded', 'failed'] } } }), DRAIN_BIG.jobs, DRAIN.timeoutMs, 'big drain');
+  const memory = mem.stop();
+  const failed = await db.job.count({ where: { status: 'failed' } });
+  const m: DrainMemoryMeasurement = { jobs: DRAIN_BIG.jobs, inputBytes: big.length, peakRss: memory.hwm, failed, seconds: (performance.now() - started) / 1000 };
+  log(`   worker peak RSS ${fmtMB(m.peakRss)} (goal < 1 GB), ${failed} failed, ${m.seconds.toFixed(0)} s`);
+  return m;
+}
+
+async function untilCount(count: () => Promise<number>, target: number, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const n = await count();
+    if (n >= target) return;
+    if (Date.now() > end) throw new Error(`${what}: ${n} of ${target} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 async function benchBatch(latencyMs: number, image: Buffer): Promise<BatchMeasurement> {
   const fake = await startFakeOpenAI({ apiKey: FAKE_KEY });
   defer('batch fake upstream', () => fake.close());
@@ -627,7 +763,7 @@ function notesFor(r: BenchResults): string[] {
   }
   notes.push('Bodies are built once and sent as the same bytes by every request, so the client spends no CPU on form encoding.');
   notes.push(
-    'Child processes run with NODE_ENV=production and LOG_LEVEL=silent; DATABASE_POOL_SIZE=10 and WORKER_CONCURRENCY=8 (the service defaults, which the test harness lowers). ' +
+    'Child processes run with NODE_ENV=production and LOG_LEVEL=silent; DATABASE_POOL_SIZE=10 and WORKER_CONCURRENCY=64 (the service defaults, which the test harness lowers). ' +
       'S3 is s3rver (packages/storage, as in development and tests) in its own process (bench/s3-server.ts) on these same cores, so every S3 call also costs CPU here, which a real S3 would not; ' +
         'it serves 400 puts and 200 gets of its own before each section starts, so that its JIT warm-up is not charged to the service.',
   );
@@ -655,7 +791,11 @@ async function main(): Promise<void> {
     else if (only === 'sync') await scoped(() => benchSync(fake, image, mask));
     else if (only === 'memory') await scoped(() => benchMemory(fake, baselineDir));
     else if (only === 'batches') for (const latencyMs of BATCH.latenciesMs) await scoped(() => benchBatch(latencyMs, image));
-    else throw new Error(`BENCH_ONLY must be submit, sync, memory or batches; got '${only}'`);
+    else if (only === 'drain-big') await scoped(() => benchDrainBigInputs());
+    else if (only === 'drain') {
+      for (const latencyMs of DRAIN.latenciesMs) await scoped(() => benchDrain(latencyMs, image, mask));
+      await scoped(() => benchDrainBigInputs());
+    } else throw new Error(`BENCH_ONLY must be submit, sync, memory, batches or drain; got '${only}'`);
     return;
   }
 
@@ -665,8 +805,11 @@ async function main(): Promise<void> {
   const memory = await scoped(() => benchMemory(fake, baselineDir));
   const batches: BatchMeasurement[] = [];
   for (const latencyMs of BATCH.latenciesMs) batches.push(await scoped(() => benchBatch(latencyMs, image)));
+  const drains: DrainMeasurement[] = [];
+  for (const latencyMs of DRAIN.latenciesMs) drains.push(await scoped(() => benchDrain(latencyMs, image, mask)));
+  const drainBig = await scoped(() => benchDrainBigInputs());
 
-  const results: BenchResults = { machine, durationMs: performance.now() - started, submit, sync, memory, batches };
+  const results: BenchResults = { machine, durationMs: performance.now() - started, submit, sync, memory, batches, drains, drainBig };
   const md = renderMarkdown(results, notesFor(results));
   const out = path.join(REPO, 'docs', 'benchmarks.md');
   writeFileSync(out, md);

@@ -34,7 +34,7 @@ describe('byte budget', () => {
     expect(budget.inFlight()).toBe(1);
   });
 
-  it('counts inputs twice and a few MB per output', () => {
-    expect(jobFootprint({ images: [{ bytes: 10 }, { bytes: 20 }], mask: { bytes: 5 } }, 2)).toBe(70 + 8 * 1024 * 1024);
+  it('counts the copies of the inputs a call holds and 2 MB per output', () => {
+    expect(jobFootprint({ images: [{ bytes: 10 }, { bytes: 20 }], mask: { bytes: 5 } }, 2)).toBe(5 * 35 + 4 * 1024 * 1024);
   });
 });
