@@ -5,6 +5,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends procps tini && 
 COPY package.json package-lock.json ./
 COPY apps/api/package.json apps/api/
 COPY apps/worker/package.json apps/worker/
+COPY apps/console/package.json apps/console/
 COPY packages/core/package.json packages/core/
 COPY packages/db/package.json packages/db/
 COPY packages/edits/package.json packages/edits/
@@ -17,6 +18,8 @@ COPY scripts scripts
 RUN npm install --no-audit --no-fund --ignore-scripts
 COPY . .
 RUN npm run db:generate
+# the browser console, served by the API at / (apps/console/dist)
+RUN node apps/console/scripts/ensure-build.mjs --force
 ENV NODE_ENV=production PORT=8080
 EXPOSE 8080
 # node itself gets the signals (no npm or tsx CLI in between): SIGTERM drains within SHUTDOWN_TIMEOUT_MS.

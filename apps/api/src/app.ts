@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import express from 'express';
 import { pinoHttp } from 'pino-http';
+import { consoleRouter } from './console';
 import type { ApiDeps } from './deps';
 import { createMetrics } from './metrics';
 import { requireApiKey } from './middleware/auth';
@@ -44,6 +45,8 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(metrics.middleware);
   app.use(healthRouter(deps));
   app.use(metrics.router);
+  // the browser console (static, built from apps/console) at / and its own routes; never /v1 or the probes
+  app.use(consoleRouter());
 
   app.use('/v1', requireApiKey(deps));
   // no NUL or unpaired surrogate in an id or a query reaches Postgres (bodies: after their parsers)

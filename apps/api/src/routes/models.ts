@@ -50,5 +50,7 @@ function capabilitiesView(c: ModelCapabilities): Record<string, unknown> {
     input_fidelities: c.inputFidelities,
     moderations: c.moderations,
     safety_identifier: c.acceptsSafetyIdentifier,
+    // `stream: true` is taken (with `partial_images` where the provider streams them)
+    stream: c.streams,
   };
 }
