@@ -133,7 +133,7 @@ describe('the console', () => {
     await page.goto(`${svc.url}/playground`);
     await page.getByLabel('Model').selectOption('local-inpaint');
     await page.getByLabel('Choose an image…').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: original });
-    const canvas = page.getByRole('img', { name: /Mask canvas/ });
+    const canvas = page.getByRole('application', { name: /Mask canvas/ });
     await canvas.waitFor();
     const box = (await canvas.boundingBox())!;
     await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.3);
@@ -203,7 +203,7 @@ describe('the console', () => {
     await page.goto(`${svc.url}/playground`);
     await page.getByLabel('Model').selectOption('gpt-image-1');
     await page.getByLabel('Choose an image…').setInputFiles({ name: 'room.png', mimeType: 'image/png', buffer: await makePng(128, 128) });
-    await page.getByRole('img', { name: /Mask canvas/ }).waitFor();
+    await page.getByRole('application', { name: /Mask canvas/ }).waitFor();
     await page.getByLabel('Prompt').fill('a red sofa');
     await page.getByLabel('Quality').selectOption('low');
     await page.getByLabel('Stream partial images as they are made').check();
@@ -222,7 +222,7 @@ describe('the console', () => {
       await page.goto(`${svc.url}/playground`);
       await page.getByLabel('Model').selectOption('gpt-image-1');
       await page.getByLabel('Choose an image…').setInputFiles({ name: 'slow.png', mimeType: 'image/png', buffer: await makePng(64, 64) });
-      await page.getByRole('img', { name: /Mask canvas/ }).waitFor();
+      await page.getByRole('application', { name: /Mask canvas/ }).waitFor();
       await page.getByLabel('Prompt').fill('take your time');
       const before = upstream.requests.length;
       await page.getByRole('button', { name: 'Run edit' }).click();
@@ -241,7 +241,7 @@ describe('the console', () => {
     await page.goto(`${svc.url}/playground`);
     await page.getByLabel('Model').selectOption('local-inpaint');
     await page.getByLabel('Choose an image…').setInputFiles({ name: 'keys.png', mimeType: 'image/png', buffer: await makePng(96, 96) });
-    await page.getByRole('img', { name: /Mask canvas/ }).waitFor();
+    await page.getByRole('application', { name: /Mask canvas/ }).waitFor();
     // from the top of the page (its first stop, the skip link), Tab alone reaches the canvas, the prompt, the submit button
     await page.locator('.skip-link').focus();
     const reached: string[] = [];
@@ -338,7 +338,7 @@ describe('the console', () => {
       const p = await newPage(phone);
       await signIn(p);
       await p.getByLabel('Choose an image…').setInputFiles({ name: 'phone.png', mimeType: 'image/png', buffer: await makePng(128, 128) });
-      await p.getByRole('img', { name: /Mask canvas/ }).waitFor();
+      await p.getByRole('application', { name: /Mask canvas/ }).waitFor();
       for (const [route, ready] of [
         ['/playground', 'Run edit'],
         ['/jobs', 'Apply'],

@@ -42,7 +42,9 @@ export class MaskEditor {
     this.canvas = h('canvas', {
       class: 'stage-mask',
       tabindex: 0,
-      role: 'img',
+      // an application: screen readers hand the arrow keys and Space to it
+      role: 'application',
+      'aria-roledescription': 'mask canvas',
       'aria-label': 'Mask canvas: painted areas are edited',
       'aria-describedby': helpId,
     });
@@ -389,7 +391,7 @@ export class MaskEditor {
     const pct = this.covered * 100;
     this.status.textContent =
       this.covered === 0 ? 'No mask: paint where the image should change.' : `Mask covers ${pct < 0.1 ? '<0.1' : pct.toFixed(1)}% of the image (painted areas are edited).`;
-    if (message) announce(message);
+    if (message) announce(`${message} ${this.status.textContent}`);
     this.onChange();
   }
 }
