@@ -357,11 +357,11 @@ const pathTemplate = fc.constantFrom(
 );
 
 const listQuery = fc.record({
-  path: fc.constantFrom('/v1/jobs', '/v1/files', '/v1/batches', '/v1/webhook_endpoints', '/v1/models'),
+  path: fc.constantFrom('/v1/jobs', '/v1/files', '/v1/batches', '/v1/webhook_endpoints', '/v1/models', '/v1/organization/usage/images', '/v1/organization/costs'),
   params: fc.array(
     fc.tuple(
-      fc.oneof(fc.constantFrom('limit', 'after', 'status', 'created_after', 'created_before', 'purpose', 'order', 'a[b]', 'limit'), hostileString),
-      fc.oneof(fc.constantFrom('1', '0', '101', '99999999999999', '9007199254740991', '-1', '1e3', 'desc', 'queued', 'job_zzz', 'file-zzz'), hostileString),
+      fc.oneof(fc.constantFrom('limit', 'after', 'status', 'created_after', 'created_before', 'purpose', 'order', 'a[b]', 'limit', 'start_time', 'end_time', 'bucket_width', 'page', 'group_by'), hostileString),
+      fc.oneof(fc.constantFrom('1', '0', '101', '99999999999999', '9007199254740991', '-1', '1e3', 'desc', 'queued', 'job_zzz', 'file-zzz', '1d', '1h', 'model'), hostileString),
     ),
     { maxLength: 4 },
   ),
