@@ -7,12 +7,14 @@ import { createMetrics } from './metrics';
 import { requireApiKey } from './middleware/auth';
 import { errorHandler, notFoundHandler } from './middleware/errors';
 import { checkInput } from './middleware/input-check';
+import { limitRequests } from './middleware/limits';
 import { batchesRouter } from './routes/batches';
 import { editsRouter } from './routes/edits';
 import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 import { modelsRouter } from './routes/models';
+import { organizationRouter } from './routes/organization';
 import { webhooksRouter } from './routes/webhooks';
 
 /** The HTTP surface: thin routes over the use cases; errors end in one middleware. */
@@ -51,6 +53,10 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use('/v1', requireApiKey(deps));
   // no NUL or unpaired surrogate in an id or a query reaches Postgres (bodies: after their parsers)
   app.use('/v1', checkInput);
+  // per-key budget and requests per minute, before a body is read (images per minute: in the edits routes, once n is known)
+  const limits = limitRequests(deps);
+  app.post('/v1/images/edits', limits);
+  app.post('/v1/batches', limits);
   // before the 1 MB JSON parser: the JSON form of edits has its own, larger limit
   app.use(editsRouter(deps));
   app.use(express.json({ limit: '1mb' }));
@@ -60,6 +66,7 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(jobsRouter(deps));
   app.use(modelsRouter(deps));
   app.use(webhooksRouter(deps));
+  app.use(organizationRouter(deps));
 
   app.use(notFoundHandler);
   app.use(errorHandler);

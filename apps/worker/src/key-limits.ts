@@ -1,4 +1,4 @@
-import { type Db, getKeyConcurrencyLimit } from '@image-edits/db';
+import { type Db, getKeyConcurrencyLimit, getKeySettings } from '@image-edits/db';
 
 /** A key's cap is read again after this long, so `npm run keys -- set` reaches every worker within seconds. */
 export const KEY_LIMIT_CACHE_MS = 5_000;
@@ -16,6 +16,24 @@ export function keyConcurrencyLimits(db: Db, defaultLimit: number, ttlMs = KEY_L
     const hit = known.get(apiKeyId);
     if (hit && hit.until > now) return hit.limit;
     const own = await getKeyConcurrencyLimit(db, apiKeyId);
+    const limit = own ?? defaultLimit;
+    if (known.size >= CACHE_MAX) known.clear();
+    known.set(apiKeyId, { limit, until: now + ttlMs });
+    return limit;
+  };
+}
+
+/**
+ * A key's images per minute (0 = no limit): its own `images_per_minute`, else KEY_IPM. Its batch
+ * children are paced by it (packages/queue/src/rate-limits.ts). Cached as the caps are.
+ */
+export function keyImagesPerMinute(db: Db, defaultLimit: number, ttlMs = KEY_LIMIT_CACHE_MS): (apiKeyId: string) => Promise<number> {
+  const known = new Map<string, { limit: number; until: number }>();
+  return async (apiKeyId) => {
+    const now = Date.now();
+    const hit = known.get(apiKeyId);
+    if (hit && hit.until > now) return hit.limit;
+    const own = (await getKeySettings(db, apiKeyId))?.imagesPerMinute ?? null;
     const limit = own ?? defaultLimit;
     if (known.size >= CACHE_MAX) known.clear();
     known.set(apiKeyId, { limit, until: now + ttlMs });

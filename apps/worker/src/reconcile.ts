@@ -9,6 +9,7 @@ import type { ObjectStore } from '@image-edits/storage';
 import { expireDueBatches, onJobFinished, reconcileBatches } from './batches';
 import { sweepOrphanObjects } from './orphans';
 import { purgeExpiredFiles } from './purge-files';
+import { sweepRetention } from './retention';
 
 interface ReconcileDeps extends JobEndDeps {
   queue: EditQueue;
@@ -56,7 +57,11 @@ export async function announceMissedEvents(deps: Pick<ReconcileDeps, 'db' | 'web
   return missed.length;
 }
 
-export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete' | 'listKeys' | 'deletePrefix'> }, intervalMs: number, graceMs: number): Periodic {
+export function startReconciler(
+  deps: ReconcileDeps & { store: Pick<ObjectStore, 'delete' | 'listKeys' | 'deletePrefix' | 'deleteMany'>; rowRetentionDays?: number },
+  intervalMs: number,
+  graceMs: number,
+): Periodic {
   return runEvery(
     intervalMs,
     async () => {
@@ -66,6 +71,8 @@ export function startReconciler(deps: ReconcileDeps & { store: Pick<ObjectStore,
       await purgeExpiredIdempotencyKeys(deps.db);
       await purgeExpiredFiles(deps);
       await sweepOrphanObjects(deps);
+      // expired inputs and results, and old rows (JOB_ROW_RETENTION_DAYS; usage stays)
+      await sweepRetention(deps, { rowRetentionDays: deps.rowRetentionDays ?? 90 });
     },
     deps.logger,
     'reconcile',

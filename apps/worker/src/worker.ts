@@ -8,7 +8,7 @@ import { createBatchQueue, createEditQueue, createEditWorker, createJobEventHub,
 import { createObjectStore } from '@image-edits/storage';
 import pino, { type Logger } from 'pino';
 import { startBatchWorker } from './batches';
-import { keyConcurrencyLimits } from './key-limits';
+import { keyConcurrencyLimits, keyImagesPerMinute } from './key-limits';
 import { processEdit } from './process-edit';
 import { startDeadlineSweeper, startReconciler } from './reconcile';
 import { startWebhookDelivery } from './webhooks';
@@ -43,7 +43,7 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
   // one BullMQ worker per configured provider: a slow or throttled provider holds only its own slots
   const workerRedis = createRedis(env.REDIS_URL);
   // per-key caps, shared by every worker of a provider through Redis (packages/queue/src/fairness.ts)
-  const fairness = { capFor: keyConcurrencyLimits(db, env.KEY_MAX_CONCURRENT_JOBS) };
+  const fairness = { capFor: keyConcurrencyLimits(db, env.KEY_MAX_CONCURRENT_JOBS), imagesPerMinuteFor: keyImagesPerMinute(db, env.KEY_IPM ?? 0) };
   const workers = [...configuredProviders(config)].filter((p) => providers.has(p)).map((provider) => {
     const s = settings(provider);
     const worker = createEditWorker(queueCfg, workerRedis, provider, (ctx) => processEdit(deps, ctx), {
@@ -57,7 +57,11 @@ export async function startWorker(config: ServiceConfig, opts: { logger?: Logger
     return worker;
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
-  const reconciler = startReconciler({ db, queue, webhookQueue, batchQueue, store, redis, prefix: env.QUEUE_PREFIX, logger }, env.RECONCILE_INTERVAL_MS, env.RECONCILE_GRACE_MS);
+  const reconciler = startReconciler(
+    { db, queue, webhookQueue, batchQueue, store, redis, prefix: env.QUEUE_PREFIX, logger, rowRetentionDays: env.JOB_ROW_RETENTION_DAYS },
+    env.RECONCILE_INTERVAL_MS,
+    env.RECONCILE_GRACE_MS,
+  );
   const webhooks = await startWebhookDelivery(config, { db, store, webhookQueue, connection: workerRedis, logger });
   const sweeper = startDeadlineSweeper({ db, queue, redis, prefix: env.QUEUE_PREFIX, webhookQueue, batchQueue, logger }, env.DEADLINE_SWEEP_INTERVAL_MS);
   // batch steps: fan-out (validate, then one job per line), stop (cancel, expiry), finalize (the result files)

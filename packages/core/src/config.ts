@@ -11,6 +11,11 @@ import { retryDelaysSchema } from './webhooks';
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 const optionalString = z.string().trim().optional().transform((v) => (v ? v : undefined));
+/** unset (or empty) = undefined: no limit */
+const optionalNumber = (opts: { integer: boolean }) =>
+  optionalString
+    .transform((v) => (v === undefined ? undefined : Number(v)))
+    .pipe((opts.integer ? z.number({ message: 'must be a whole number' }).int() : z.number({ message: 'must be a number' })).min(0, 'must be 0 or more (0: no limit)').max(Number.MAX_SAFE_INTEGER, 'is too large').optional());
 
 export const envSchema = z.object({
   PORT: int(8080, 0),
@@ -83,6 +88,14 @@ export const envSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: int(30_000, 0),
   /** jobs one API key may run at once per provider, across all workers, unless its key sets its own (0 = no cap) */
   KEY_MAX_CONCURRENT_JOBS: int(0, 0),
+  /** per-key defaults a key's own settings override: requests and images per minute, USD per calendar month (UTC); unset or 0 = unlimited */
+  KEY_RPM: optionalNumber({ integer: true }),
+  KEY_IPM: optionalNumber({ integer: true }),
+  KEY_MONTHLY_BUDGET_USD: optionalNumber({ integer: false }),
+  /** how long a final job keeps its inputs and its result in S3 (a key may set its own), and how long the row of an expired or deleted job stays (usage stays for good) */
+  INPUT_RETENTION_SECONDS: int(3600, 0),
+  RESULT_RETENTION_SECONDS: int(604_800, 0),
+  JOB_ROW_RETENTION_DAYS: int(90, 0),
   /**
    * how long a job waits out an outage of our own Postgres, Redis or S3 (retried with capped backoff,
    * no provider attempt spent) before it is failed as `dependency_unavailable`

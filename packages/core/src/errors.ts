@@ -9,6 +9,10 @@ export type ErrorType =
   | 'not_found_error'
   | 'conflict_error'
   | 'rate_limit_error'
+  /** OpenAI's types of a 429: a per-minute limit (`requests`, and `images` beside its `tokens`), a spent budget */
+  | 'requests'
+  | 'images'
+  | 'insufficient_quota'
   | 'provider_error'
   | 'server_error';
 

@@ -19,6 +19,10 @@ export interface JobView {
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
+  /** when the result expires (retention); null while the job runs, or for a batch child (its batch's output file decides) */
+  resultExpiresAt?: Date | null;
+  /** the outputs are gone (expired or deleted) */
+  outputsDeletedAt?: Date | null;
   usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number; details?: TokenUsage | null } | null;
 }
 
@@ -116,9 +120,27 @@ export function publicError(error: JobError): Omit<JobError, 'status'> {
   return visible;
 }
 
+/**
+ * A succeeded job whose outputs were deleted, or are past their expiry (the sweep deletes them a
+ * little later): no result to show, no object to read.
+ */
+export function resultExpired(job: Pick<JobView, 'status' | 'resultExpiresAt' | 'outputsDeletedAt'>, now = Date.now()): boolean {
+  if (job.status !== 'succeeded') return false;
+  return !!job.outputsDeletedAt || (!!job.resultExpiresAt && job.resultExpiresAt.getTime() <= now);
+}
+
+/** What a client is told about a result that expired (sync answers, stream errors, batch lines). */
+export const RESULT_EXPIRED_ERROR = {
+  message: 'The result of this job has expired and its images were deleted (see the job\'s expires_at); the job\'s status and usage remain',
+  type: 'invalid_request_error',
+  param: null,
+  code: 'result_expired',
+} as const;
+
 /** The job object of design.md §3. */
 export async function jobObject(job: JobView, store: MediaSource, ttlSeconds: number, opts: ViewOptions = {}): Promise<Record<string, unknown>> {
   const seconds = (d: Date | null) => (d ? Math.floor(d.getTime() / 1000) : null);
+  const expired = resultExpired(job);
   return {
     id: job.id,
     object: 'image.edit.job',
@@ -130,7 +152,10 @@ export async function jobObject(job: JobView, store: MediaSource, ttlSeconds: nu
     completed_at: seconds(job.completedAt),
     attempts: job.attempts,
     queue_position: job.status === 'queued' ? (opts.queuePosition ?? null) : null,
-    result: job.status === 'succeeded' ? await editResponse(job, store, ttlSeconds, opts) : null,
+    result: job.status === 'succeeded' && !expired ? await editResponse(job, store, ttlSeconds, opts) : null,
+    // the result is kept until expires_at; after it, result is null and result_expired true (status, usage and metadata stay)
+    expires_at: seconds(job.resultExpiresAt ?? null),
+    result_expired: expired,
     error: job.status === 'succeeded' || !job.error ? null : publicError(job.error),
     usage: job.usage ? usageObject(job.usage) : null,
     metadata: job.metadata,

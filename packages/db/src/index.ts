@@ -8,3 +8,5 @@ export * from './files';
 export * from './batches';
 export * from './defaults';
 export * from './batch-counts';
+export * from './retention';
+export * from './usage';

@@ -33,6 +33,12 @@ export interface JobRecord {
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
+  /** when a final job's result expires (its outputs are deleted); null while it runs, and for a batch child (it follows its batch's output file) */
+  resultExpiresAt: Date | null;
+  /** the outputs were deleted (retention, or DELETE): the job says result_expired */
+  outputsDeletedAt: Date | null;
+  /** erased by DELETE /v1/jobs/{id}: a tombstone kept for usage, not found by its key */
+  deletedAt: Date | null;
   /** `details`: the provider's usage in OpenAI's shape (null when it reported no tokens) */
   usage: { images: number; inputTokens: number | null; outputTokens: number | null; costUsd: number; details: TokenUsage | null } | null;
 }
@@ -71,6 +77,9 @@ function toRecord(row: Row): JobRecord {
     createdAt: row.createdAt,
     startedAt: row.startedAt,
     completedAt: row.completedAt,
+    resultExpiresAt: row.resultExpiresAt,
+    outputsDeletedAt: row.outputsDeletedAt,
+    deletedAt: row.deletedAt,
     usage: row.usage
       ? { images: row.usage.images, inputTokens: row.usage.inputTokens, outputTokens: row.usage.outputTokens, costUsd: Number(row.usage.costUsd), details: (row.usage.details as unknown as TokenUsage | null) ?? null }
       : null,
@@ -97,13 +106,18 @@ export interface NewJob {
   deadlineAt?: Date;
   /** a batch child (see batches.ts) */
   batch?: { id: string; customId: string; line: number };
+  /** seconds its inputs and result are kept once it is final (the key's, or the deployment's default); a batch child's result follows its batch (null) */
+  retention?: { inputSeconds: number; resultSeconds: number | null };
 }
+
+/** The retention of a job inserted without one (the columns' defaults). */
+const DEFAULT_RETENTION = { inputSeconds: 3600, resultSeconds: 604_800 };
 
 export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
   // One raw INSERT: Prisma's create spends several times its round trip in CPU, on the API's hottest
   // path. Timestamps come from this clock, as with Prisma's create (@default(now()), @updatedAt).
   const record = newJobRecord(job, new Date());
-  await db.$executeRaw`INSERT INTO jobs ${JOB_COLUMNS} VALUES ${jobValues(record)}`;
+  await db.$executeRaw`INSERT INTO jobs ${JOB_COLUMNS} VALUES ${jobValues(record, job)}`;
   return record;
 }
 
@@ -113,20 +127,21 @@ export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
  */
 export async function insertJobs(db: Pick<Db, '$executeRaw'>, jobs: NewJob[], now = new Date()): Promise<number> {
   if (jobs.length === 0) return 0;
-  const values = Prisma.join(jobs.map((j) => jobValues(newJobRecord(j, now))));
+  const values = Prisma.join(jobs.map((j) => jobValues(newJobRecord(j, now), j)));
   return db.$executeRaw`INSERT INTO jobs ${JOB_COLUMNS} VALUES ${values} ON CONFLICT (id) DO NOTHING`;
 }
 
 // A field added to JobRecord must be set in newJobRecord, and its column in both of these.
 const JOB_COLUMNS = Prisma.sql`(id, api_key_id, status, model, provider, targets, target_index, params, inputs, metadata, end_user,
-  webhook_url, webhook_events, deadline_at, batch_id, custom_id, batch_line, attempts, created_at, updated_at)`;
+  webhook_url, webhook_events, deadline_at, batch_id, custom_id, batch_line, attempts, created_at, updated_at, input_retention_seconds, result_retention_seconds)`;
 
-function jobValues(r: JobRecord): Prisma.Sql {
+function jobValues(r: JobRecord, job: NewJob): Prisma.Sql {
+  const retention = { inputSeconds: job.retention?.inputSeconds ?? DEFAULT_RETENTION.inputSeconds, resultSeconds: job.batch ? null : (job.retention?.resultSeconds ?? DEFAULT_RETENTION.resultSeconds) };
   // typed: in a VALUES list of several rows Postgres would read an untyped parameter as text
   return Prisma.sql`(${r.id}::text, ${r.apiKeyId}::text, 'queued'::"JobStatus", ${r.model}::text, ${r.provider}::text, ${JSON.stringify(r.targets)}::jsonb, 0,
     ${JSON.stringify(r.params)}::jsonb, ${JSON.stringify(r.inputs)}::jsonb, ${JSON.stringify(r.metadata)}::jsonb, ${r.endUser}::text,
     ${r.webhookUrl}::text, ${r.webhookEvents}::text[], ${r.deadlineAt}::timestamp(3), ${r.batchId}::text, ${r.customId}::text, ${r.batchLine}::int, 0,
-    ${r.createdAt}::timestamp(3), ${r.createdAt}::timestamp(3))`;
+    ${r.createdAt}::timestamp(3), ${r.createdAt}::timestamp(3), ${retention.inputSeconds}::int, ${retention.resultSeconds}::int)`;
 }
 
 function newJobRecord(job: NewJob, now: Date): JobRecord {
@@ -156,6 +171,9 @@ function newJobRecord(job: NewJob, now: Date): JobRecord {
     createdAt: now,
     startedAt: null,
     completedAt: null,
+    resultExpiresAt: null,
+    outputsDeletedAt: null,
+    deletedAt: null,
     usage: null,
   };
 }
@@ -167,9 +185,9 @@ export async function getJob(db: Db, id: string): Promise<JobRecord | null> {
   return rows[0] ? fromRawRowWithUsage(rows[0]) : null;
 }
 
-/** A key sees only its own jobs: another key's id is simply not found. */
+/** A key sees only its own jobs: another key's id is simply not found, nor is a job it deleted. */
 export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promise<JobRecord | null> {
-  const rows = await db.$queryRaw<RawJobWithUsage[]>`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id} AND j.api_key_id = ${apiKeyId}`;
+  const rows = await db.$queryRaw<RawJobWithUsage[]>`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id} AND j.api_key_id = ${apiKeyId} AND j.deleted_at IS NULL`;
   return rows[0] ? fromRawRowWithUsage(rows[0]) : null;
 }
 
@@ -241,6 +259,9 @@ interface RawJobRow {
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
+  result_expires_at: Date | null;
+  outputs_deleted_at: Date | null;
+  deleted_at: Date | null;
 }
 
 function fromRawRow(r: RawJobRow): JobRecord {
@@ -270,6 +291,9 @@ function fromRawRow(r: RawJobRow): JobRecord {
     createdAt: r.created_at,
     startedAt: r.started_at,
     completedAt: r.completed_at,
+    resultExpiresAt: r.result_expires_at,
+    outputsDeletedAt: r.outputs_deleted_at,
+    deletedAt: r.deleted_at,
     usage: null,
   };
 }
@@ -307,9 +331,10 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
       WHERE id = ${id} AND status::text = ANY(${movableFrom('succeeded')}::text[])
       RETURNING id, batch_id
     ), billed AS (
-      INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, details, size, quality, cost_usd, created_at)
+      INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, details, size, quality, cost_usd, created_at, source)
       SELECT ${newId('usage')}, moved.id, ${job.apiKeyId}, ${job.model}, ${job.provider}, ${u.images}, ${u.inputTokens ?? null}::int, ${u.outputTokens ?? null}::int,
-             ${u.details ? JSON.stringify(u.details) : null}::jsonb, ${u.size ?? null}::text, ${u.quality ?? null}::text, ${u.costUsd}::numeric, ${now}
+             ${u.details ? JSON.stringify(u.details) : null}::jsonb, ${u.size ?? null}::text, ${u.quality ?? null}::text, ${u.costUsd}::numeric, ${now},
+             CASE WHEN moved.batch_id IS NULL THEN 'image.edit' ELSE 'batch' END
       FROM moved
       RETURNING job_id
     ), ${bumpBatch('completed', now)}
@@ -429,6 +454,7 @@ export async function listJobs(db: Db, apiKeyId: string, q: JobListQuery): Promi
   const rows = await db.job.findMany({
     where: {
       apiKeyId,
+      deletedAt: null,
       ...(q.after ? { id: { lt: q.after } } : {}),
       ...(q.status ? { status: q.status } : {}),
       ...(q.createdAfter || q.createdBefore ? { createdAt: { ...(q.createdAfter ? { gte: q.createdAfter } : {}), ...(q.createdBefore ? { lt: q.createdBefore } : {}) } } : {}),

@@ -42,6 +42,8 @@ export interface SubmitEditInput {
   files: EditInputFile[];
   /** the `Cancel-After` header, if any */
   cancelAfter?: string | undefined;
+  /** how long its inputs and result are kept once final (the key's retention); the columns' defaults without it */
+  retention?: NewJob['retention'];
 }
 
 /**
@@ -159,6 +161,7 @@ export async function prepareEdit(deps: Pick<EditDeps, 'store' | 'routes' | 'con
     ...(options.webhookUrl ? { webhookUrl: options.webhookUrl, webhookEvents: options.webhookEvents } : {}),
     ...(deadlineAt ? { deadlineAt } : {}),
     ...(input.batch ? { batch: input.batch } : {}),
+    ...(input.retention ? { retention: input.retention } : {}),
   };
 }
 

@@ -21,6 +21,8 @@ export const imageEditPayload = z.object({
   apiKeyId: z.string().min(1).optional(),
   /** a batch child: runs after every direct submission on its provider */
   batch: z.boolean().optional(),
+  /** the edit's n: what a batch child takes from its key's images per minute (absent = 1) */
+  images: z.number().int().min(1).optional(),
   /** an outage of our own Postgres/Redis/S3 this job is waiting out: since when, how many tries (no provider attempt is spent on them) */
   outage: z.object({ since: z.number(), last: z.number(), tries: z.number().int() }).optional(),
 });

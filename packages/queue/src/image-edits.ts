@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { QueueConfig } from './connection';
 import { bullJobId, editQueueName, type ImageEditPayload, imageEditPayload } from './contract';
 import { ANONYMOUS_KEY, createFairness, fairPriority, type Lane, PARK_MS, SWEEP_INTERVAL_MS, tagOfPriority } from './fairness';
+import { createBatchPacer } from './rate-limits';
 
 export interface RetryPolicy {
   /** total tries, first included */
@@ -164,6 +165,8 @@ export interface WorkerOptions {
 export interface WorkerFairness {
   /** how many of this key's jobs may run at once on this provider, across every worker (0 = no cap) */
   capFor(apiKeyId: string): Promise<number>;
+  /** the key's images per minute (0 = no limit): its batch children are paced by it (rate-limits.ts), never refused */
+  imagesPerMinuteFor?(apiKeyId: string): Promise<number>;
 }
 
 export const DEFAULT_WORKER_OPTIONS: WorkerOptions = { concurrency: 8, lockDurationMs: 30_000, stalledIntervalMs: 30_000 };
@@ -223,6 +226,7 @@ export function createEditWorker(
 ): Worker {
   const queueName = editQueueName(provider);
   const fair = createFairness(connection, cfg.prefix);
+  const pacer = createBatchPacer(connection, cfg.prefix);
   const fairness = opts.fairness;
   const leaseMs = opts.lockDurationMs;
   /** parked jobs whose key has a free slot again go back in line, at the place they had */
@@ -246,8 +250,15 @@ export function createEditWorker(
    */
   const enter = async (job: BullJob, token: string | undefined, payload: ImageEditPayload) => {
     const apiKeyId = payload.apiKeyId ?? ANONYMOUS_KEY;
-    const cap = fairness && payload.apiKeyId ? await fairness.capFor(apiKeyId) : 0;
     const bullId = job.id!;
+    // a batch child over its key's images per minute waits for tokens (parked: no attempt spent; the sweep wakes it)
+    const ipm = payload.batch && payload.apiKeyId && fairness?.imagesPerMinuteFor ? await fairness.imagesPerMinuteFor(apiKeyId) : 0;
+    if (ipm > 0 && !(await pacer.take(apiKeyId, payload.images ?? 1, ipm))) {
+      await job.moveToDelayed(Date.now() + PARK_MS, token);
+      await pacer.park(queueName, apiKeyId, bullId);
+      throw new DelayedError(`key ${apiKeyId}'s batch children are at its ${ipm} images per minute; paced`);
+    }
+    const cap = fairness && payload.apiKeyId ? await fairness.capFor(apiKeyId) : 0;
     const slot = await fair.acquire(queueName, { apiKeyId, bullJobId: bullId, priority: job.priority }, cap, leaseMs);
     if (!slot.acquired) {
       await job.moveToDelayed(Date.now() + PARK_MS, token);
@@ -328,6 +339,11 @@ export function createEditWorker(
       for (const apiKeyId of await fair.parkedKeys(queueName)) {
         const cap = fairness && apiKeyId !== ANONYMOUS_KEY ? await fairness.capFor(apiKeyId) : 0;
         await wake(apiKeyId, await fair.release(queueName, apiKeyId, null, cap));
+      }
+      // batch children paced by their key's images per minute: as many as it has tokens for
+      for (const apiKeyId of await pacer.pacedKeys(queueName)) {
+        const ipm = fairness?.imagesPerMinuteFor ? await fairness.imagesPerMinuteFor(apiKeyId) : 0;
+        await wake(apiKeyId, await pacer.wakeable(queueName, apiKeyId, ipm));
       }
     })()
       .catch((err: Error) => worker.emit('error', err))

@@ -5,3 +5,4 @@ export * from './fairness';
 export * from './job-events';
 export * from './webhooks';
 export * from './batches';
+export * from './rate-limits';

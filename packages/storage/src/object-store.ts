@@ -40,6 +40,8 @@ export interface ObjectStore {
   /** server-side copy (no bytes pass through here); ObjectNotFoundError when the source is gone */
   copy(fromKey: string, toKey: string): Promise<void>;
   delete(key: string): Promise<void>;
+  /** deletes these keys (1000 per request); a key that is not there is no error */
+  deleteMany(keys: string[]): Promise<void>;
   ensureBucket(): Promise<void>;
   ping(): Promise<void>;
   destroy(): void;
@@ -148,6 +150,13 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     },
     async delete(key) {
       await client.send(new DeleteObjectCommand({ Bucket, Key: key }));
+    },
+    async deleteMany(keys) {
+      for (let i = 0; i < keys.length; i += 1000) {
+        const out = await client.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }));
+        const failed = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey');
+        if (failed.length > 0) throw new Error(`could not delete ${failed.length} object(s), the first ${failed[0]!.Key}: ${failed[0]!.Code} ${failed[0]!.Message ?? ''}`.trim());
+      }
     },
     async ensureBucket() {
       try {

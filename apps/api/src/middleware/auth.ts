@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
 import { unauthorized } from '@image-edits/core';
-import { findApiKey, hashKey } from '@image-edits/db';
+import { findApiKey, hashKey, type KeySettings } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 
 /**
@@ -11,10 +11,10 @@ import type { ApiDeps } from '../deps';
 export const KEY_CACHE_TTL_MS = 5_000;
 const KEY_CACHE_MAX = 10_000;
 
-/** `Authorization: Bearer <key>`; the key's id lands in res.locals.apiKeyId. */
+/** `Authorization: Bearer <key>`; the key's id lands in res.locals.apiKeyId, its settings (limits, retention, admin) in res.locals.apiKey. */
 export function requireApiKey(deps: Pick<ApiDeps, 'db'>, opts: { cacheTtlMs?: number } = {}): RequestHandler {
   const ttlMs = opts.cacheTtlMs ?? KEY_CACHE_TTL_MS;
-  const known = new Map<string, { id: string; until: number }>();
+  const known = new Map<string, { id: string; settings: KeySettings; until: number }>();
   return async (req, res, next) => {
     const header = req.get('authorization') ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -34,12 +34,15 @@ export function requireApiKey(deps: Pick<ApiDeps, 'db'>, opts: { cacheTtlMs?: nu
       }
       // bounded: only valid keys get in, and the map starts over when it is full
       if (known.size >= KEY_CACHE_MAX) known.clear();
-      entry = { id: key.id, until: now + ttlMs };
+      entry = { id: key.id, settings: key.settings, until: now + ttlMs };
       known.set(hash, entry);
     }
     res.locals.apiKeyId = entry.id;
+    res.locals.apiKey = entry.settings;
     next();
   };
 }
 
 export const apiKeyId = (locals: Record<string, unknown>) => locals.apiKeyId as string;
+/** The authenticated key's own settings (as of at most KEY_CACHE_TTL_MS ago). */
+export const apiKeySettings = (locals: Record<string, unknown>) => locals.apiKey as KeySettings;

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Response, Router } from 'express';
-import { invalidRequest, isDependencyError, isFinal, type JobStatus, newId, notFound, ServiceError } from '@image-edits/core';
+import { invalidRequest, isDependencyError, isFinal, type JobStatus, newId, notFound, RESULT_EXPIRED_ERROR, resultExpired, ServiceError } from '@image-edits/core';
 import { getJob, getJobForKey, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { editResponse, jobObject, publicError } from '../presenters';
 import { idempotency, jsonDigest, multipartDigest, recordJob } from '../middleware/idempotency';
+import { keyRetention, limitImages } from '../middleware/limits';
 import { jsonFormError, resolveJsonEdit, type SubmittedEdit, submitEdit } from '@image-edits/edits';
 import { MAX_JSON_EDIT_BYTES, tempFiles } from '../json-edit';
 import { clientGone, MAX_WAIT_SECONDS } from './jobs';
@@ -55,7 +56,9 @@ export function editsRouter(deps: ApiDeps): Router {
   });
 
   // JSON form (images by file_id or image_url); anything else goes on to the multipart route
-  router.post('/v1/images/edits', onlyJson, express.json({ limit: MAX_JSON_EDIT_BYTES }), replayableJson, async (req, res) => {
+  // the key's images per minute, once the request's n is known (a replay above takes none)
+  const images = limitImages(deps);
+  router.post('/v1/images/edits', onlyJson, express.json({ limit: MAX_JSON_EDIT_BYTES }), replayableJson, images, async (req, res) => {
     const prefer = parsePrefer(req.get('prefer'));
     const temps = tempFiles(res);
     const digest = isSync(prefer) ? createHash('sha256').update(await jsonDigest(req)).update(`\0${req.get('cancel-after') ?? ''}`).digest('hex') : undefined;
@@ -68,14 +71,21 @@ export function editsRouter(deps: ApiDeps): Router {
     req.body = undefined;
     await respondWithJob(deps, req, res, submitted.job, { prefer, notes, digest, early: early.listener, enqueued: submitted.enqueued });
   });
-  router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), replayable, async (req, res) => {
+  router.post('/v1/images/edits', requireMultipart, multipartUpload(deps.uploadDir), replayable, images, async (req, res) => {
     // a malformed Prefer is refused before anything is stored
     const prefer = parsePrefer(req.get('prefer'));
     const digest = isSync(prefer) ? await multipartDigest(req, uploadedFiles(req), ['cancel-after']) : undefined;
     if (await attached(req, res, digest, () => releaseUploads(req))) return;
     const early = listenBeforeSubmitting(deps, req, res, prefer);
     const submitted = await early.submitting(() =>
-      submitEdit(deps, { jobId: early.jobId, apiKeyId: apiKeyId(res.locals), fields: req.body ?? {}, files: uploadedFiles(req), cancelAfter: req.get('cancel-after') }),
+      submitEdit(deps, {
+        jobId: early.jobId,
+        apiKeyId: apiKeyId(res.locals),
+        fields: req.body ?? {},
+        files: uploadedFiles(req),
+        cancelAfter: req.get('cancel-after'),
+        retention: keyRetention(res.locals, deps.config.env),
+      }),
     );
     recordJob(res, submitted.job.id);
     // the inputs are in S3 now: a sync request does not hold their bytes (or disk) while it waits
@@ -92,7 +102,7 @@ async function submitJsonEdit(deps: ApiDeps, req: Request, res: Response, temps:
   const key = apiKeyId(res.locals);
   const input = await resolveJsonEdit(deps, key, req.body, temps, clientGone(res));
   try {
-    return await submitEdit(deps, { jobId, apiKeyId: key, fields: input.fields, files: input.files, cancelAfter: req.get('cancel-after') });
+    return await submitEdit(deps, { jobId, apiKeyId: key, fields: input.fields, files: input.files, cancelAfter: req.get('cancel-after'), retention: keyRetention(res.locals, deps.config.env) });
   } catch (err) {
     throw jsonFormError(err);
   }
@@ -198,7 +208,9 @@ async function respondWithJob(deps: ApiDeps, req: Request, res: Response, job: J
     return;
   }
   if (done.status === 'succeeded') {
-    res.json(await editResponse(done, deps.store, ttl));
+    // a replay or retry of a job whose images are gone (retention, DELETE): said so, never a 500
+    if (resultExpired(done)) res.status(410).json({ error: RESULT_EXPIRED_ERROR });
+    else res.json(await editResponse(done, deps.store, ttl));
     return;
   }
   const status = done.error?.status ?? (done.status === 'canceled' ? 409 : done.status === 'expired' ? 408 : 500);
@@ -257,6 +269,8 @@ async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise
   if (!final) {
     // this process is shutting down: the client learns where the job is
     sse.send('error', { type: 'error', error: { message: `The edit is still running as job ${job.id}; fetch GET /v1/jobs/${job.id} for its result`, type: 'server_error', param: null, code: 'sync_wait_timeout' } });
+  } else if (resultExpired(final)) {
+    sse.send('error', { type: 'error', error: RESULT_EXPIRED_ERROR });
   } else if (final.status === 'succeeded') {
     const body = await editResponse({ ...final, params: { ...final.params, response_format: 'b64_json' } }, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS);
     const data = body.data as { b64_json: string }[];

@@ -8,12 +8,13 @@ import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { jobObject } from '../presenters';
 import { cancelJob } from '../use-cases/cancel-job';
+import { deleteJob } from '../use-cases/delete-job';
 import { waitForJob } from '../use-cases/wait-for-job';
 
 /** The longest a long-poll (`?wait=`) or `Prefer: wait=` may hold a request. */
 export const MAX_WAIT_SECONDS = 60;
 
-/** The job resource: read (optionally long-polling), list with a cursor, cancel. */
+/** The job resource: read (optionally long-polling), list with a cursor, cancel, delete. */
 export function jobsRouter(deps: ApiDeps): Router {
   const router = Router();
   const ttl = deps.config.env.SIGNED_URL_TTL_SECONDS;
@@ -67,6 +68,11 @@ export function jobsRouter(deps: ApiDeps): Router {
   router.post('/v1/jobs/:id/cancel', async (req, res) => {
     const job = await cancelJob(deps, apiKeyId(res.locals), req.params.id);
     res.json(await jobObject(job, deps.store, ttl));
+  });
+
+  // erasure: the job's images, prompt and metadata at once; OpenAI's deleted shape
+  router.delete('/v1/jobs/:id', async (req, res) => {
+    res.json(await deleteJob(deps, apiKeyId(res.locals), req.params.id));
   });
   return router;
 }

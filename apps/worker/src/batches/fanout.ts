@@ -22,6 +22,7 @@ import {
   type FileRecord,
   getBatch,
   getFilesForKey,
+  getKeySettings,
   type NewJob,
   type NewRequestError,
   recordFanOutChunk,
@@ -221,6 +222,8 @@ async function prepareChunk(
   // the chunk's file_ids in one query
   const files = new Map<string, FileRecord>((await getFilesForKey(deps.db, [...fileIdsOf(chunk.filter((r) => !r.refused))], batch.apiKeyId)).map((f) => [f.id, f]));
   const findFile = async (id: string) => files.get(id) ?? null;
+  // the key's input retention (a child's result follows its batch's output file)
+  const retention = { inputSeconds: (await getKeySettings(deps.db, batch.apiKeyId))?.inputRetentionSeconds ?? deps.config.env.INPUT_RETENTION_SECONDS, resultSeconds: null };
   const jobs: NewJob[] = [];
   const errors: NewRequestError[] = [];
   await pool(LINE_CONCURRENCY, chunk, async (r) => {
@@ -231,8 +234,8 @@ async function prepareChunk(
     const temps: string[] = [];
     try {
       const input = await resolveJsonEdit({ ...deps, findFile }, batch.apiKeyId, r.body, { add: (p) => temps.push(p) }, signal);
-      jobs.push(
-        await prepareEdit(
+      jobs.push({
+        ...(await prepareEdit(
           { ...deps, storedFiles },
           {
             apiKeyId: batch.apiKeyId,
@@ -242,8 +245,9 @@ async function prepareChunk(
             deadlineAt: batch.expiresAt,
             batch: { id: batch.id, customId: r.customId, line: r.line },
           },
-        ),
-      );
+        )),
+        retention,
+      });
     } catch (err) {
       if (signal.aborted || isDependencyError(err)) throw err;
       const e = jsonFormError(err);
@@ -329,7 +333,7 @@ async function enqueueChildren(deps: BatchDeps, jobs: NewJob[]): Promise<void> {
   for (const j of jobs) byProvider.set(j.provider, [...(byProvider.get(j.provider) ?? []), j]);
   for (const [provider, list] of byProvider) {
     // a lost enqueue is not lost work: the rows are queued, and the reconciler enqueues what BullMQ lacks
-    await deps.queue.enqueueMany(provider, list.map((j) => ({ jobId: j.id, apiKeyId: j.apiKeyId, batch: true })));
+    await deps.queue.enqueueMany(provider, list.map((j) => ({ jobId: j.id, apiKeyId: j.apiKeyId, batch: true, images: j.params.n })));
   }
 }
 
