@@ -3,11 +3,11 @@ import type { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { buildModelRoutes, type ProviderId, type ServiceConfig } from '@image-edits/core';
+import { buildModelRoutes, createLogger, type ProviderId, type ServiceConfig } from '@image-edits/core';
 import { createDb } from '@image-edits/db';
 import { createBatchQueue, createEditQueue, createJobEventHub, createRedis, createWebhookQueue } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { createApp } from './app';
 import type { ApiDeps } from './deps';
 
@@ -30,7 +30,7 @@ const WAIT_DEADLINE_MARGIN_MS = 2000;
 /** Builds the API's dependencies from configuration and listens. */
 export async function startApi(config: ServiceConfig, opts: { logger?: Logger } = {}): Promise<RunningApi> {
   const env = config.env;
-  const logger = opts.logger ?? pino({ level: env.LOG_LEVEL, name: 'api' });
+  const logger = opts.logger ?? createLogger('api', env);
   const routes = buildModelRoutes(config);
   const db = createDb(env.DATABASE_URL, { poolSize: env.DATABASE_POOL_SIZE });
   const redis = createRedis(env.REDIS_URL);

@@ -5,6 +5,7 @@ import { type ObjectStore, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { onJobFinished } from './batches/deps';
+import type { WorkerMetrics } from './metrics';
 
 export interface JobEndDeps {
   db: Db;
@@ -14,6 +15,7 @@ export interface JobEndDeps {
   webhookQueue: WebhookEnqueuer;
   batchQueue: Pick<BatchQueue, 'enqueue'>;
   logger: Logger;
+  metrics?: Pick<WorkerMetrics, 'jobsFinished'> | undefined;
 }
 
 /**
@@ -21,9 +23,10 @@ export interface JobEndDeps {
  * then, best effort, sync waiters hear it at once, no output object of it stays (an attempt may have
  * stored some before failing), webhooks and its batch learn it. Null when it was final already.
  */
-export async function failJob(deps: JobEndDeps, jobId: string, error: JobError): Promise<boolean> {
+export async function failJob(deps: JobEndDeps, jobId: string, error: JobError, job: { provider: string; model: string } = { provider: '', model: '' }): Promise<boolean> {
   const finished = await markFailed(deps.db, jobId, error);
   if (!finished) return false;
+  deps.metrics?.jobsFinished.inc({ status: 'failed', provider: job.provider, model: job.model, code: error.code });
   await announceEnd(deps, jobId, 'failed');
   await deps.store.deletePrefix(outputPrefix(jobId)).catch((err: unknown) => deps.logger.warn({ err, jobId }, 'outputs of a failed job not deleted'));
   await onJobFinished(deps, finished);

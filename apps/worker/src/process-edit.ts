@@ -8,7 +8,9 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import sharp from 'sharp';
 import { onJobFinished } from './batches/deps';
+import { type ByteBudget, jobFootprint } from './byte-budget';
 import { announceEnd, emitWebhooks, failJob } from './job-end';
+import type { WorkerMetrics } from './metrics';
 
 export interface WorkerDeps {
   db: Db;
@@ -29,6 +31,9 @@ export interface WorkerDeps {
   logger: Logger;
   /** how long an outage of our own Postgres/Redis/S3 is waited out, and the longest pause between tries */
   outage: { toleranceMs: number; maxRetryMs: number };
+  /** the worker's budget of image bytes held by running jobs */
+  bytes: ByteBudget;
+  metrics: WorkerMetrics;
 }
 
 /**
@@ -55,6 +60,7 @@ async function waitOutOutage(deps: WorkerDeps, ctx: EditJobContext, err: unknown
   const outage = prior && now - prior.last < 2 * deps.outage.maxRetryMs + 60_000 ? { since: prior.since, last: now, tries: prior.tries + 1 } : { since: now, last: now, tries: 1 };
   const log = deps.logger.child({ jobId: ctx.payload.jobId });
   const dependency = dependencyOf(err);
+  deps.metrics.dependencyErrors.inc({ dependency, step: 'job' });
   if (now - outage.since > deps.outage.toleranceMs) {
     const minutes = Math.round(deps.outage.toleranceMs / 60_000);
     const error: JobError = {
@@ -63,7 +69,7 @@ async function waitOutOutage(deps: WorkerDeps, ctx: EditJobContext, err: unknown
       code: 'dependency_unavailable',
       status: 503,
     };
-    const failed = await failJob(deps, ctx.payload.jobId, error).then(
+    const failed = await failJob(deps, ctx.payload.jobId, error, { provider: ctx.provider, model: '' }).then(
       () => true,
       () => false,
     );
@@ -89,6 +95,7 @@ async function keepTrying<T>(deps: WorkerDeps, log: Logger, what: string, step: 
       return await step();
     } catch (err) {
       if (!isDependencyError(err) || Date.now() - since > deps.outage.toleranceMs) throw err;
+      deps.metrics.dependencyErrors.inc({ dependency: dependencyOf(err), step: what });
       const delayMs = Math.min(backoffDelay(tries, 250, null), deps.outage.maxRetryMs);
       log.warn({ err, dependency: dependencyOf(err), tries, delayMs }, `${what} failed; retrying that step alone with the provider's answer kept`);
       await sleep(delayMs);
@@ -111,6 +118,8 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     log.info({ status: current?.status ?? 'missing', currentTarget: current?.targetIndex }, 'job not runnable on this target; skipped');
     return;
   }
+  const attemptStarted = performance.now();
+  if (job.attempts === 1 && job.startedAt) deps.metrics.queueWait.observe({ provider: ctx.provider, lane: ctx.payload.batch ? 'batch' : 'direct' }, (job.startedAt.getTime() - job.createdAt.getTime()) / 1000);
   await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' }).catch((err: unknown) => log.warn({ err }, 'job event not published'));
   // only the first start is news (and only to those who asked for job.started); recorded while the
   // inputs load, settled before the provider is called (never rejects: failures are logged)
@@ -120,14 +129,20 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
   const provider = target ? deps.providers.get(target.provider) : undefined;
   if (!target || !provider) {
     await announced;
-    await failJob(deps, jobId, { message: `model '${job.model}' is no longer configured on this worker`, type: 'server_error', code: 'provider_not_configured', status: 500 });
+    await failJob(deps, jobId, { message: `model '${job.model}' is no longer configured on this worker`, type: 'server_error', code: 'provider_not_configured', status: 500 }, { provider: target?.provider ?? job.provider, model: job.model });
     throw permanent(`provider ${target?.provider ?? job.provider} not configured`);
   }
   const settings = deps.settings(target.provider);
+  const labels = { provider: target.provider, model: job.model };
+  /** what this attempt came to, for image_edits_job_run_seconds */
+  let outcome = 'failed';
 
   // a cancel (from any API process) aborts the provider call; the late result is discarded
   const canceled = new AbortController();
   const stopListening = new AbortController();
+  // its images must fit the worker's memory budget before they are read (waiting costs no attempt)
+  const footprint = jobFootprint(job.inputs, job.params.n);
+  await deps.bytes.acquire(footprint);
   void deps.hub
     .waitFor(jobId, (e) => e.status === 'canceled', 24 * 3600 * 1000, stopListening.signal)
     .then((e) => {
@@ -174,10 +189,16 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       .catch((err: unknown) => {
         // whatever the adapter let through came from (or on the way to) the provider, except our own recording of its request
         if (err instanceof ProviderRequestNotRecorded) throw err.cause;
-        throw err instanceof ProviderError ? err : new ProviderError(target.provider, `the provider call failed: ${(err as Error)?.message ?? String(err)}`, { code: 'provider_error', retryable: true });
+        const e = err instanceof ProviderError ? err : new ProviderError(target.provider, `the provider call failed: ${(err as Error)?.message ?? String(err)}`, { code: 'provider_error', retryable: true });
+        const callOutcome = canceled.signal.aborted ? 'canceled' : e.code;
+        deps.metrics.providerCalls.observe({ ...labels, outcome: callOutcome }, (Date.now() - started) / 1000);
+        if (callOutcome !== 'canceled') deps.metrics.providerErrors.inc({ ...labels, code: e.code, retryable: String(e.retryable) });
+        throw e;
       });
+    deps.metrics.providerCalls.observe({ ...labels, outcome: 'ok' }, (Date.now() - started) / 1000);
     if (canceled.signal.aborted) {
       log.info('job canceled while running; result discarded');
+      outcome = 'canceled';
       return;
     }
     const outputs = await Promise.all(
@@ -200,7 +221,9 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       }),
     );
     log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: !!won }, 'edit finished');
+    outcome = won ? 'succeeded' : 'superseded';
     if (won) {
+      deps.metrics.jobsFinished.inc({ status: 'succeeded', ...labels, code: '' });
       await announceEnd(deps, jobId, 'succeeded');
       await onJobFinished(deps, won);
     } else if ((await keepTrying(deps, log, 'reading the job', () => getJob(deps.db, jobId)))?.status === 'canceled') {
@@ -209,9 +232,13 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     }
   } catch (err) {
     // our own outage: nothing of the provider's budget is spent on it (processEdit waits it out)
-    if (isOurOutage(err)) throw err;
+    if (isOurOutage(err)) {
+      outcome = 'dependency_wait';
+      throw err;
+    }
     if (canceled.signal.aborted || (await getJob(deps.db, jobId))?.status === 'canceled') {
       log.info('job canceled while running; attempt stopped');
+      outcome = 'canceled';
       return;
     }
     const error = toJobError(err);
@@ -221,18 +248,25 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     if (err instanceof ProviderError && err.code === 'rate_limited' && rateLimitWaits < settings.maxRateLimitWaits) {
       const waitMs = err.retryAfterMs ?? backoffDelay(rateLimitWaits + 1, settings.backoffMs, null);
       log.warn({ provider: target.provider, waitMs }, 'provider rate limited; its queue waits');
+      outcome = 'rate_limited';
+      deps.metrics.rateLimitWaits.inc({ provider: target.provider });
+      deps.metrics.rateLimitWaitSeconds.inc({ provider: target.provider }, waitMs / 1000);
       await recordAttemptError(deps.db, jobId, error);
       throw new ProviderThrottled(waitMs);
     }
     if (retryable && !ctx.isLastAttempt) {
       log.warn({ code: error.code, message: error.message }, 'attempt failed; will retry');
+      outcome = 'retry';
+      deps.metrics.retries.inc({ provider: target.provider, code: error.code });
       await recordAttemptError(deps.db, jobId, error);
       throw err;
     }
     const next = job.targets[targetIndex + 1];
     if (retryable && next) {
       // this target's retries are spent: the next target takes over, on its provider's queue
+      outcome = 'fallback';
       if (await moveToNextTarget(deps.db, jobId, targetIndex, next, error)) {
+        deps.metrics.fallbacks.inc({ from: target.provider, to: next.provider, code: error.code });
         // same key, same lane (a batch child stays one), at the back of its key's line there
         await deps.queue.enqueue(next.provider, { ...ctx.payload, apiKeyId: job.apiKeyId, target: targetIndex + 1 });
         log.warn({ code: error.code, from: target.provider, to: next.provider }, 'target spent; falling back to the next one');
@@ -240,10 +274,12 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       return;
     }
     log.warn({ code: error.code, message: error.message }, 'job failed');
-    await failJob(deps, jobId, error);
+    await failJob(deps, jobId, error, labels);
     throw permanent(error.message);
   } finally {
     stopListening.abort();
+    deps.bytes.release(footprint);
+    deps.metrics.runTime.observe({ ...labels, outcome }, (performance.now() - attemptStarted) / 1000);
   }
 }
 

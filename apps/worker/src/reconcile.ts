@@ -10,6 +10,7 @@ import { expireDueBatches, onJobFinished, reconcileBatches } from './batches';
 import { sweepOrphanObjects } from './orphans';
 import { purgeExpiredFiles } from './purge-files';
 import { sweepRetention } from './retention';
+import type { WorkerMetrics } from './metrics';
 
 interface ReconcileDeps extends JobEndDeps {
   queue: EditQueue;
@@ -35,7 +36,7 @@ export async function reconcileOnce(deps: ReconcileDeps, graceMs: number, batch 
         type: 'server_error',
         code: 'worker_crashed',
         status: 500,
-      });
+      }, { provider: job.provider, model: '' });
       if (failed) deps.logger.error({ jobId: job.id, provider: job.provider }, 'job failed in the queue after repeated worker crashes; marked failed');
       continue;
     }
@@ -84,11 +85,12 @@ export function startReconciler(
  * never billed) and leave their queue. Every worker sweeps; the conditional update expires each once.
  */
 export function startDeadlineSweeper(
-  deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; webhookQueue: Pick<WebhookQueue, 'enqueue'>; batchQueue: Pick<BatchQueue, 'enqueue'>; logger: Logger },
+  deps: { db: Db; queue: EditQueue; redis: Redis; prefix: string; webhookQueue: Pick<WebhookQueue, 'enqueue'>; batchQueue: Pick<BatchQueue, 'enqueue'>; logger: Logger; metrics?: Pick<WorkerMetrics, 'jobsFinished'> },
   intervalMs: number,
 ): Periodic {
   const sweep = async () => {
     for (const job of await expireOverdue(deps.db)) {
+      deps.metrics?.jobsFinished.inc({ status: 'expired', provider: job.provider, model: job.model, code: '' });
       await publishJobEvent(deps.redis, deps.prefix, { jobId: job.id, status: 'expired' });
       await emitJobEvent(deps, job.id, 'job.expired');
       await deps.queue.remove(job.provider, { jobId: job.id, target: job.targetIndex }).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'expired job not taken off its queue; a worker will skip it'));

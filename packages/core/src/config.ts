@@ -22,6 +22,8 @@ export const envSchema = z.object({
   HOST: z.string().default('0.0.0.0'),
   PUBLIC_URL: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** auto: readable lines on a terminal, JSON lines otherwise (createLogger) */
+  LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
   /** a bearer token GET /metrics requires when set (unset: open, for a scraper on a private network) */
   METRICS_TOKEN: optionalString,
   DATABASE_URL: z.string().url().default('postgresql://postgres@127.0.0.1:5432/image_edits'),
@@ -79,9 +81,14 @@ export const envSchema = z.object({
   /** inline registry JSON merged last */
   MODEL_REGISTRY: optionalString,
   PROVIDER_TIMEOUT_MS: int(600_000, 1000),
-  WORKER_CONCURRENCY: int(8, 1),
+  /** provider calls one worker runs at once per provider (the registry's default `concurrency`): sized for I/O, bounded by WORKER_MAX_INFLIGHT_BYTES */
+  WORKER_CONCURRENCY: int(64, 1),
+  /** a worker's budget of image bytes held by running jobs (inputs, their upload copy, outputs): a job that does not fit waits, no attempt spent */
+  WORKER_MAX_INFLIGHT_BYTES: int(512 * 1024 * 1024, 1024 * 1024),
   JOB_ATTEMPTS: int(3, 1),
   JOB_BACKOFF_MS: int(2000, 0),
+  /** a worker's Prometheus endpoint (GET /metrics on HOST:WORKER_METRICS_PORT; METRICS_TOKEN applies as on the API); 0 = off */
+  WORKER_METRICS_PORT: int(9464, 0).refine((v) => v <= 65535, 'WORKER_METRICS_PORT must be a TCP port (0 = off)'),
   WORKER_LOCK_DURATION_MS: int(30_000, 1000),
   WORKER_STALLED_INTERVAL_MS: int(30_000, 500),
   /** how long a SIGTERMed API or worker may take to finish what it holds (open requests, jobs in flight) before it exits anyway */

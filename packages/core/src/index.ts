@@ -13,3 +13,4 @@ export * from './egress';
 export * from './webhooks';
 export * from './dependency-errors';
 export * from './input-text';
+export * from './logger';

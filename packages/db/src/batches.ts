@@ -269,3 +269,11 @@ export async function findStaleBatches(db: Db, olderThan: Date, limit = 100): Pr
 export async function touchBatch(db: Db, id: string): Promise<void> {
   await db.batch.updateMany({ where: { id }, data: { updatedAt: new Date() } });
 }
+
+/** Unfinished batches by status (metrics: read at each scrape, through the status index). */
+export async function countOpenBatches(db: Db): Promise<Record<'validating' | 'in_progress' | 'finalizing' | 'cancelling', number>> {
+  const counts = { validating: 0, in_progress: 0, finalizing: 0, cancelling: 0 };
+  const rows = await db.batch.groupBy({ by: ['status'], where: { status: { in: Object.keys(counts) as (keyof typeof counts)[] } }, _count: { _all: true } });
+  for (const r of rows) counts[r.status as keyof typeof counts] = r._count._all;
+  return counts;
+}

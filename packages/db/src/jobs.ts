@@ -418,14 +418,14 @@ export async function markCanceled(db: Db, id: string): Promise<Finished | null>
 }
 
 /** Queued jobs whose deadline passed become expired (never billed: they never ran); batch children count as failed requests. */
-export async function expireOverdue(db: Db, now = new Date(), limit = 500): Promise<({ id: string; provider: string; targetIndex: number } & Finished)[]> {
+export async function expireOverdue(db: Db, now = new Date(), limit = 500): Promise<({ id: string; provider: string; model: string; targetIndex: number } & Finished)[]> {
   const due = await db.job.findMany({
     where: { status: 'queued', deadlineAt: { lte: now } },
-    select: { id: true, provider: true, targetIndex: true },
+    select: { id: true, provider: true, model: true, targetIndex: true },
     orderBy: { deadlineAt: 'asc' },
     take: limit,
   });
-  const expired: ({ id: string; provider: string; targetIndex: number } & Finished)[] = [];
+  const expired: ({ id: string; provider: string; model: string; targetIndex: number } & Finished)[] = [];
   for (const job of due) {
     const rows = await db.$queryRaw<{ batch_id: string | null; settled: boolean | null }[]>`
       WITH moved AS (

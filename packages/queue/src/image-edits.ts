@@ -143,6 +143,8 @@ export function createEditQueue(cfg: QueueConfig, connection: Redis, retryFor: (
 
 export interface EditJobContext {
   payload: ImageEditPayload;
+  /** the provider whose queue this run came from */
+  provider: string;
   /** 1 on the first try on this target (waits for a rate limit do not count) */
   attempt: number;
   isLastAttempt: boolean;
@@ -289,6 +291,7 @@ export function createEditWorker(
       try {
         await process({
           payload: parsed.data,
+          provider,
           attempt: job.attemptsMade + 1,
           isLastAttempt: job.attemptsMade + 1 >= attempts,
           // times it was parked for its key's cap are not starts

@@ -5,4 +5,5 @@ export * from './fairness';
 export * from './job-events';
 export * from './webhooks';
 export * from './batches';
+export * from './depth';
 export * from './rate-limits';

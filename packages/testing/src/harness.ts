@@ -48,6 +48,8 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
     UPLOAD_DIR: path.join(dir, 'uploads'),
     JOB_BACKOFF_MS: '50',
     WORKER_CONCURRENCY: '4',
+    // no worker metrics port: test files run workers side by side (a test that scrapes picks a free port)
+    WORKER_METRICS_PORT: '0',
     ...overrides,
   };
   return {

@@ -3,6 +3,7 @@ import { type BatchRecord, batchEventFor, type Db, emitBatchEvent, type Finished
 import type { BatchQueue, EditQueue } from '@image-edits/queue';
 import type { ObjectStore } from '@image-edits/storage';
 import type { Logger } from 'pino';
+import type { WorkerMetrics } from '../metrics';
 
 /** What a batch's steps touch. */
 export interface BatchDeps {
@@ -17,6 +18,7 @@ export interface BatchDeps {
   /** where a line's fetched image_url is written, briefly */
   uploadDir: string;
   logger: Logger;
+  metrics?: Pick<WorkerMetrics, 'batchesFinished' | 'jobsFinished'> | undefined;
 }
 
 /** Where the batch's own objects live: its snapshot of the input file and its shared copies of the files its lines name. */
@@ -37,8 +39,9 @@ export async function onJobFinished(deps: { batchQueue: Pick<BatchQueue, 'enqueu
     .catch((err: unknown) => deps.logger.warn({ err, batchId: finished.batchId }, 'finalize step not queued; the reconciler will queue it'));
 }
 
-/** The batch's final event for webhooks; its state is committed already, so a failure here is logged, not thrown. */
-export async function announceBatch(deps: Pick<BatchDeps, 'db' | 'webhookQueue' | 'logger'>, batchId: string, status: 'completed' | 'failed' | 'cancelled' | 'expired'): Promise<void> {
+/** The batch's final event for webhooks (and metrics); its state is committed already, so a failure here is logged, not thrown. */
+export async function announceBatch(deps: Pick<BatchDeps, 'db' | 'webhookQueue' | 'logger' | 'metrics'>, batchId: string, status: 'completed' | 'failed' | 'cancelled' | 'expired'): Promise<void> {
+  deps.metrics?.batchesFinished.inc({ status });
   await emitBatchEvent({ db: deps.db, webhookQueue: deps.webhookQueue, logger: deps.logger }, batchId, batchEventFor(status)).catch((err: unknown) =>
     deps.logger.error({ err, batchId, status }, 'batch webhook event not recorded; the reconciler will record it'),
   );

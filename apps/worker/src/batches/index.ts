@@ -76,6 +76,7 @@ export async function reconcileBatches(
       deps.logger.warn({ batchId: b.id, step }, 'batch step missing from its queue; enqueued again');
     }
   }
-  for (const b of await findUnannouncedFinalBatches(deps.db, 30, 3600)) await announceBatch(deps, b.id, b.status);
+  // announced again, not finished again: not counted in metrics
+  for (const b of await findUnannouncedFinalBatches(deps.db, 30, 3600)) await announceBatch({ db: deps.db, webhookQueue: deps.webhookQueue, logger: deps.logger }, b.id, b.status);
   return requeued;
 }

@@ -24,6 +24,7 @@ export async function runStop(deps: BatchDeps, batchId: string): Promise<void> {
     // the page at once: ioredis pipelines the removals
     await Promise.all(
       page.jobs.map(async (job) => {
+        deps.metrics?.jobsFinished.inc({ status, provider: job.provider, model: '', code: '' });
         // harmless if it fails: a worker that picks the job up finds it final and skips it
         await deps.queue.remove(job.provider, { jobId: job.id, target: job.targetIndex }).catch((err: unknown) => deps.logger.warn({ err, jobId: job.id }, 'stopped child not taken off its queue'));
         // a line's own webhook_url hears of its job (the key's endpoints hear of the batch)

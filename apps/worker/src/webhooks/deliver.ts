@@ -13,6 +13,7 @@ import {
 import { RetryDelivery, type WebhookJobContext, webhookRetryDelay } from '@image-edits/queue';
 import type { Logger } from 'pino';
 import { Webhook } from 'standardwebhooks';
+import type { WorkerMetrics } from '../metrics';
 import { sendWebhook } from './send';
 
 export const WEBHOOK_USER_AGENT = 'image-edits-webhooks/1.0 (+https://www.standardwebhooks.com)';
@@ -28,6 +29,7 @@ export interface WebhookDeliveryDeps {
   allowPrivate: boolean;
   logger: Logger;
   lookup?: LookupAll;
+  metrics?: Pick<WorkerMetrics, 'webhookDeliveries' | 'webhookAttemptSeconds'> | undefined;
 }
 
 /**
@@ -43,25 +45,30 @@ export async function deliverWebhook(deps: WebhookDeliveryDeps, ctx: WebhookJobC
   // finished meanwhile (or a stale duplicate of the queue entry): nothing to do
   if (delivery?.status !== 'pending') return;
   const log = deps.logger.child({ deliveryId, jobId: delivery.jobId, batchId: delivery.batchId, event: delivery.eventType, attempt: ctx.attempt });
+  /** nothing left to send to (or about): the delivery fails without an attempt */
+  const drop = (reason: string) => {
+    deps.metrics?.webhookDeliveries.inc({ outcome: 'dropped' });
+    return failWebhookDelivery(db, deliveryId, reason);
+  };
 
   let secret: string;
   if (delivery.endpoint) {
-    if (delivery.endpoint.deletedAt) return failWebhookDelivery(db, deliveryId, 'the webhook endpoint was deleted');
+    if (delivery.endpoint.deletedAt) return drop('the webhook endpoint was deleted');
     secret = delivery.endpoint.secret;
   } else if (delivery.destination === JOB_WEBHOOK_DESTINATION) {
     secret = await getOrCreateKeyWebhookSecret(db, delivery.apiKeyId);
   } else {
-    return failWebhookDelivery(db, deliveryId, 'the webhook endpoint was deleted');
+    return drop('the webhook endpoint was deleted');
   }
   let data: Record<string, unknown>;
   if (delivery.batchId) {
     // a batch event: the batch object as it is now
     const batch = await getBatch(db, delivery.batchId);
-    if (!batch) return failWebhookDelivery(db, deliveryId, 'the batch no longer exists');
+    if (!batch) return drop('the batch no longer exists');
     data = batchObject(batch);
   } else {
     const job = delivery.jobId ? await getJob(db, delivery.jobId) : null;
-    if (!job) return failWebhookDelivery(db, deliveryId, 'the job no longer exists');
+    if (!job) return drop('the job no longer exists');
     data = await jobObject(job, deps.store, deps.ttlSeconds, { urlsOnly: true });
   }
 
@@ -79,6 +86,9 @@ export async function deliverWebhook(deps: WebhookDeliveryDeps, ctx: WebhookJobC
   const retry = result.outcome === 'retry' && !ctx.isLastAttempt;
   const delayMs = retry ? webhookRetryDelay(deps.delaysMs, ctx.attempt, result.retryAfterMs) : 0;
   const status = result.outcome === 'delivered' ? 'succeeded' : retry ? 'pending' : 'failed';
+  const outcome = result.outcome === 'delivered' || result.outcome === 'gone' ? result.outcome : retry ? 'retrying' : 'failed';
+  deps.metrics?.webhookDeliveries.inc({ outcome });
+  deps.metrics?.webhookAttemptSeconds.observe({ outcome }, result.latencyMs / 1000);
   const attempt = await recordWebhookAttempt(db, deliveryId, {
     statusCode: result.statusCode,
     latencyMs: result.latencyMs,

@@ -4,7 +4,7 @@ import { createWebhookWorker, DEFAULT_WEBHOOK_WORKER_OPTIONS, type WebhookQueue 
 import type { ObjectStore } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { deliverWebhook } from './deliver';
+import { deliverWebhook, type WebhookDeliveryDeps } from './deliver';
 import { startWebhookSweeper } from './sweep';
 
 export { deliverWebhook, WEBHOOK_USER_AGENT, type WebhookDeliveryDeps } from './deliver';
@@ -14,7 +14,7 @@ export { sweepWebhookDeliveries } from './sweep';
 /** The webhook delivery worker and its sweep, as the worker process runs them. */
 export async function startWebhookDelivery(
   config: ServiceConfig,
-  deps: { db: Db; store: ObjectStore; webhookQueue: WebhookQueue; connection: Redis; logger: Logger },
+  deps: { db: Db; store: ObjectStore; webhookQueue: WebhookQueue; connection: Redis; logger: Logger; metrics?: WebhookDeliveryDeps['metrics'] },
 ): Promise<{ close(): Promise<void> }> {
   const env = config.env;
   const logger = deps.logger.child({ component: 'webhooks' });
@@ -26,6 +26,7 @@ export async function startWebhookDelivery(
     timeoutMs: env.WEBHOOK_TIMEOUT_MS,
     allowPrivate: env.WEBHOOK_ALLOW_PRIVATE,
     logger,
+    metrics: deps.metrics,
   };
   const worker = createWebhookWorker({ redisUrl: env.REDIS_URL, prefix: env.QUEUE_PREFIX }, deps.connection, (ctx) => deliverWebhook(deliveryDeps, ctx), {
     ...DEFAULT_WEBHOOK_WORKER_OPTIONS,
