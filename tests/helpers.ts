@@ -1,3 +1,4 @@
+import type { ObjectStore } from '@image-edits/storage';
 import sharp from 'sharp';
 
 /** Response bodies are arbitrary JSON that the assertions take apart. */
@@ -35,5 +36,17 @@ export async function pollJob(base: string, key: string, id: string, timeoutMs =
     if (['succeeded', 'failed', 'canceled', 'expired'].includes(body.status)) return body;
     if (Date.now() > end) throw new Error(`job ${id} still ${body.status}`);
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Every key under `prefix`, page by page, as a client of the store lists them. */
+export async function allKeys(store: Pick<ObjectStore, 'listKeys'>, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = await store.listKeys(prefix, after ? { startAfter: after } : {});
+    out.push(...page.keys);
+    if (!page.truncated || page.keys.length === 0) return out;
+    after = page.keys.at(-1);
   }
 }

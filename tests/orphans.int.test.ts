@@ -6,7 +6,7 @@ import { createObjectStore, type ObjectStore } from '@image-edits/storage';
 import { makeMask, makePng, startTestService, type TestService } from '@image-edits/testing';
 import type { Redis } from 'ioredis';
 import { sweepOrphanObjects } from '../apps/worker/src/orphans';
-import { editForm, post } from './helpers';
+import { allKeys, editForm, post } from './helpers';
 
 /**
  * Objects without a row: the API writes a job's inputs (a file's bytes) to S3 before its row, so a
@@ -30,16 +30,7 @@ afterAll(async () => {
   await svc?.stop();
 });
 
-async function keys(prefix: string): Promise<string[]> {
-  const out: string[] = [];
-  let after: string | undefined;
-  for (;;) {
-    const page = await store.listKeys(prefix, after ? { startAfter: after } : {});
-    out.push(...page.keys);
-    if (!page.truncated || page.keys.length === 0) return out;
-    after = page.keys.at(-1);
-  }
-}
+const keys = (prefix: string) => allKeys(store, prefix);
 
 const png = Buffer.from('not really a png, the sweep never reads it');
 const put = (key: string) => store.put(key, png, { contentType: 'image/png' });

@@ -6,7 +6,7 @@ import { createObjectStore, type ObjectStore } from '@image-edits/storage';
 import { makePng, startTestService, type TestService } from '@image-edits/testing';
 import type { Redis } from 'ioredis';
 import { sweepRetention } from '../apps/worker/src/retention';
-import { editForm, get, pollJob, post } from './helpers';
+import { allKeys, editForm, get, pollJob, post } from './helpers';
 
 /**
  * Retention and erasure against the real API, worker, Postgres, Redis and S3: with short
@@ -47,16 +47,7 @@ afterAll(async () => {
   await svc?.stop();
 });
 
-async function keys(prefix: string): Promise<string[]> {
-  const out: string[] = [];
-  let after: string | undefined;
-  for (;;) {
-    const page = await store.listKeys(prefix, after ? { startAfter: after } : {});
-    out.push(...page.keys);
-    if (!page.truncated || page.keys.length === 0) return out;
-    after = page.keys.at(-1);
-  }
-}
+const keys = (prefix: string) => allKeys(store, prefix);
 
 async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
   const end = Date.now() + timeoutMs;

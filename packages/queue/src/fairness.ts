@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { PRIORITY_LIMIT } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { luaScript } from './lua';
 
 /**
  * Fairness between API keys on one provider's queue, with every bit of shared state in Redis (any
@@ -177,23 +177,11 @@ if rcall('ZCARD', KEYS[2]) == 0 then rcall('SREM', KEYS[3], ARGV[3]) end
 return woken
 `;
 
-type Arg = string | number;
-function script(lua: string) {
-  const sha = createHash('sha1').update(lua).digest('hex');
-  return async (redis: Redis, keys: string[], args: Arg[]): Promise<unknown> => {
-    try {
-      return await redis.evalsha(sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.includes('NOSCRIPT')) throw err;
-      return redis.eval(lua, keys.length, ...keys, ...args);
-    }
-  };
-}
-const tagScript = script(TAG_LUA);
-const refundScript = script(REFUND_LUA);
-const acquireScript = script(ACQUIRE_LUA);
-const renewScript = script(RENEW_LUA);
-const releaseScript = script(RELEASE_LUA);
+const tagScript = luaScript(TAG_LUA);
+const refundScript = luaScript(REFUND_LUA);
+const acquireScript = luaScript(ACQUIRE_LUA);
+const renewScript = luaScript(RENEW_LUA);
+const releaseScript = luaScript(RELEASE_LUA);
 
 /** What the tag script needs to know of a BullMQ queue (its own key names) to tell whether a lane is empty. */
 export interface QueueKeyNames {

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { luaScript } from './lua';
 import { fairKeys } from './fairness';
 
 /**
@@ -91,19 +91,8 @@ if rcall('ZCARD', KEYS[2]) == 0 then rcall('SREM', KEYS[3], ARGV[4]) end
 return woken
 `;
 
-function script(lua: string) {
-  const sha = createHash('sha1').update(lua).digest('hex');
-  return async (redis: Redis, keys: string[], args: (string | number)[]): Promise<unknown> => {
-    try {
-      return await redis.evalsha(sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.includes('NOSCRIPT')) throw err;
-      return redis.eval(lua, keys.length, ...keys, ...args);
-    }
-  };
-}
-const bucketsScript = script(BUCKETS_LUA);
-const wakePacedScript = script(WAKE_PACED_LUA);
+const bucketsScript = luaScript(BUCKETS_LUA);
+const wakePacedScript = luaScript(WAKE_PACED_LUA);
 
 export const rateLimitKey = (prefix: string, apiKeyId: string, name: BucketName) => `${prefix}:ratelimit:${apiKeyId}:${name}`;
 
