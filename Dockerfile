@@ -1,4 +1,5 @@
-FROM node:20-bookworm-slim
+# Node 22: what the SDKs ask for (openai 7, @google/genai, the AWS SDK); the service also runs on 20.10+
+FROM node:22-bookworm-slim
 WORKDIR /app
 # tini: PID 1 forwards SIGTERM to node and reaps zombies; procps: the worker's healthcheck (pgrep)
 RUN apt-get update && apt-get install -y --no-install-recommends procps tini && rm -rf /var/lib/apt/lists/*
@@ -15,7 +16,9 @@ COPY packages/providers/package.json packages/providers/
 COPY packages/testing/package.json packages/testing/
 COPY prisma prisma
 COPY scripts scripts
-RUN npm install --no-audit --no-fund --ignore-scripts
+# exactly the lockfile; no dependency's install script is needed (package.json allowScripts), and the
+# project's own postinstall (prisma generate) runs below, once the sources are in
+RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY . .
 RUN npm run db:generate
 # the browser console, served by the API at / (apps/console/dist)
