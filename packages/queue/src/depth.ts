@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { editQueueName } from './contract';
 import { LANE_PRIORITIES } from './fairness';
+import { luaScript } from './lua';
 
 /**
  * How many jobs one provider's edit queue holds, by BullMQ state; `prioritized` (waiting in line:
@@ -19,7 +20,7 @@ export interface EditQueueDepth {
 // One round trip, O(1) per state but the active list (as long as the running jobs of every worker:
 // each one's priority is read). Sorted-set scores of priorities are priority × 2^32 (+ a counter);
 // they go in as strings (Lua prints numbers with 14 significant digits).
-const DEPTH_LUA = `
+const depthScript = luaScript(`
 local rcall = redis.call
 local base = ARGV[1]
 local split = tonumber(ARGV[2])
@@ -33,7 +34,7 @@ for _, id in ipairs(rcall('LRANGE', base .. 'active', 0, -1)) do
   if p >= split then aBatch = aBatch + 1 else aDirect = aDirect + 1 end
 end
 return {waiting, delayed, pDirect, pBatch, aDirect, aBatch}
-`;
+`);
 
 /** The first batch-lane priority as a sorted-set score: exact (2^52 fits a double). */
 const BATCH_SCORE = (BigInt(LANE_PRIORITIES.batch.lo) * 2n ** 32n).toString();
@@ -41,6 +42,6 @@ const BATCH_SCORE = (BigInt(LANE_PRIORITIES.batch.lo) * 2n ** 32n).toString();
 /** Reads the depth of `provider`'s edit queue under `prefix` (for metrics: cheap enough to run at every scrape). */
 export async function readEditQueueDepth(connection: Redis, prefix: string, provider: string): Promise<EditQueueDepth> {
   const base = `${prefix}:${editQueueName(provider)}:`;
-  const [waiting = 0, delayed = 0, pDirect = 0, pBatch = 0, aDirect = 0, aBatch = 0] = (await connection.eval(DEPTH_LUA, 0, base, LANE_PRIORITIES.batch.lo, BATCH_SCORE)) as number[];
+  const [waiting = 0, delayed = 0, pDirect = 0, pBatch = 0, aDirect = 0, aBatch = 0] = (await depthScript(connection, [], [base, LANE_PRIORITIES.batch.lo, BATCH_SCORE])) as number[];
   return { waiting, delayed, prioritized: { direct: pDirect, batch: pBatch }, active: { direct: aDirect, batch: aBatch } };
 }
