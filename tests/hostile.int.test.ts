@@ -283,7 +283,7 @@ describe('6, 10: list filters, Prefer, body parsers, headers, metrics', () => {
     expect((await fetch(url('/metrics'), { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
     const ok = await fetch(url('/metrics'), { headers: { authorization: 'Bearer metrics-secret' } });
     expect(ok.status).toBe(200);
-    expect(await ok.text()).toContain('http_request_duration_seconds');
+    expect(await ok.text()).toContain('image_edits_http_request_duration_seconds');
   });
 });
 
