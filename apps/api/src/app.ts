@@ -14,6 +14,7 @@ import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 import { modelsRouter } from './routes/models';
+import { openApiRouter } from './openapi';
 import { organizationRouter } from './routes/organization';
 import { webhooksRouter } from './routes/webhooks';
 
@@ -47,6 +48,8 @@ export function createApp(deps: ApiDeps): express.Express {
   app.use(metrics.middleware);
   app.use(healthRouter(deps));
   app.use(metrics.router);
+  // the OpenAPI 3.1 document of every route below, generated from their zod schemas (no key needed)
+  app.use(openApiRouter());
   // the browser console (static, built from apps/console) at / and its own routes; never /v1 or the probes
   app.use(consoleRouter());
 

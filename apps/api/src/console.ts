@@ -9,7 +9,7 @@ export const CONSOLE_DIR = path.resolve(__dirname, '../../console/dist');
  * index.html. An explicit list, so nothing of the API (`/v1`, `/healthz`, `/readyz`, `/metrics`,
  * `/openapi.json`) or any other path is ever shadowed.
  */
-const CONSOLE_ROUTES = ['/', '/signin', '/playground', '/jobs', '/jobs/:id', '/batches', '/batches/:id', '/usage'];
+export const CONSOLE_ROUTES = ['/', '/signin', '/playground', '/jobs', '/jobs/:id', '/batches', '/batches/:id', '/usage'];
 
 /** Paths the static files never answer for, whatever lands in the build directory. */
 const RESERVED = /^\/(?:v1(?:\/|$)|healthz$|readyz$|metrics$|openapi\.json$)/;

@@ -18,23 +18,30 @@ export interface BatchCreate {
   metadata: Record<string, string>;
 }
 
-const createSchema = z.object({
-  input_file_id: z.string({ error: 'input_file_id is required' }).min(1, 'input_file_id is required'),
-  endpoint: z.string({ error: 'endpoint is required' }),
-  completion_window: z.string({ error: 'completion_window is required' }),
-  metadata: z.unknown().optional(),
-});
+/**
+ * The body of `POST /v1/batches`, as OpenAI defines it (only this service's endpoint and the 24h
+ * window). The required fields are checked first: their types, then the two values.
+ */
+export const batchCreateSchema = z
+  .object({
+    input_file_id: z.string({ error: 'input_file_id is required' }).min(1, 'input_file_id is required').meta({ description: "a file of the key with purpose 'batch' (JSONL, at most 200 MB)" }),
+    endpoint: z.string({ error: 'endpoint is required' }).meta({ enum: [BATCH_ENDPOINT] }),
+    completion_window: z.string({ error: 'completion_window is required' }).meta({ enum: ['24h'] }),
+    metadata: z.unknown().optional().meta({ description: 'up to 16 string pairs' }),
+  })
+  .superRefine((b, ctx) => {
+    if (b.endpoint !== BATCH_ENDPOINT) ctx.addIssue({ code: 'custom', message: `endpoint must be '${BATCH_ENDPOINT}' here; got '${b.endpoint}'`, path: ['endpoint'] });
+    else if (b.completion_window !== '24h') ctx.addIssue({ code: 'custom', message: `completion_window must be '24h'; got '${b.completion_window}'`, path: ['completion_window'] });
+  });
 
 /** `POST /v1/batches` body, as OpenAI defines it (only this service's endpoint and the 24h window). */
 export function parseBatchCreate(body: unknown): BatchCreate {
-  const r = createSchema.safeParse(body ?? {});
+  const r = batchCreateSchema.safeParse(body ?? {});
   if (!r.success) {
     const issue = r.error.issues[0]!;
     const param = String(issue.path[0] ?? '') || null;
     throw invalidRequest(issue.message, param, issue.code === 'invalid_type' ? 'missing_required_parameter' : 'invalid_value');
   }
-  if (r.data.endpoint !== BATCH_ENDPOINT) throw invalidRequest(`endpoint must be '${BATCH_ENDPOINT}' here; got '${r.data.endpoint}'`, 'endpoint', 'invalid_value');
-  if (r.data.completion_window !== '24h') throw invalidRequest(`completion_window must be '24h'; got '${r.data.completion_window}'`, 'completion_window', 'invalid_value');
   const metadata = parseMetadata(r.data.metadata);
   // metadata sent as a JSON string is checked once decoded, by the same rule as the request's own text
   const flaw = findInputFlaw(metadata);

@@ -14,3 +14,8 @@ export * from './webhooks';
 export * from './dependency-errors';
 export * from './input-text';
 export * from './logger';
+export * from './http-input';
+export * from './api-schemas';
+export * from './openapi';
+/** The zod the API's schemas are declared with (one instance for schemas and the document). */
+export { z } from 'zod';

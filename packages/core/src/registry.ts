@@ -8,7 +8,7 @@ import { FAMILY_CAPABILITIES, MODEL_FAMILIES, type ModelCapabilities, type Model
  * validated once at startup: a mistake stops the process with the path of the bad field.
  */
 const money = z.number().min(0);
-const priceSchema = z
+export const priceSchema = z
   .object({
     perImage: money.optional(),
     bySize: z.record(z.string(), money).optional(),

@@ -1,10 +1,8 @@
-import { checkEditParams, invalidRequest, type ModelRoute, parseEditFields, resolveModel, type ServiceConfig, ServiceError, tooLarge } from '@image-edits/core';
+import { checkEditParams, imagesListError, invalidRequest, type ModelRoute, parseEditFields, parseImageRef, resolveModel, type ServiceConfig, ServiceError, tooLarge } from '@image-edits/core';
 import { type Db, type FileRecord, getFileForKey } from '@image-edits/db';
 import { fileKey } from '@image-edits/storage';
 import { fetchImage, IMAGE_MEDIA_TYPES, ImageFetchError } from './fetch-image';
 import { type EditInputFile, IMAGE_PURPOSES } from './inputs';
-
-const MAX_JSON_IMAGES = 16;
 
 type ImageRef = { fileId: string } | { imageUrl: string };
 
@@ -45,16 +43,15 @@ export async function resolveJsonEdit(
   // the model's parameter rules too (prepareEdit applies them again): a refused field fetches nothing
   checkEditParams(route.id, caps, parsed);
 
-  if (images === undefined) throw invalidRequest('images is required: a list of {"file_id": ...} or {"image_url": ...}', 'images', 'missing_required_parameter');
-  if (!Array.isArray(images) || images.length === 0 || images.length > MAX_JSON_IMAGES) {
-    throw invalidRequest(`images must be a list of 1 to ${MAX_JSON_IMAGES} entries, each {"file_id": ...} or {"image_url": ...}`, 'images', 'invalid_value');
-  }
+  // the list itself (core's jsonImagesSchema), then the model's limit, then each entry
+  const listError = imagesListError(images);
+  if (listError || !Array.isArray(images)) throw listError ?? invalidRequest('images must be a list', 'images', 'invalid_value');
   // before fetching anything: the count is known now
   if (images.length > caps.maxImages) {
     throw invalidRequest(`model '${parsed.model ?? deps.config.env.DEFAULT_MODEL}' accepts at most ${caps.maxImages} image${caps.maxImages === 1 ? '' : 's'}; got ${images.length}`, 'images', 'too_many_images');
   }
-  const refs = images.map((entry, i) => parseRef(entry, `images[${i}]`));
-  const maskRef = mask === undefined || mask === null ? undefined : parseRef(mask, 'mask');
+  const refs = images.map((entry, i) => parseImageRef(entry, `images[${i}]`));
+  const maskRef = mask === undefined || mask === null ? undefined : parseImageRef(mask, 'mask');
 
   const ctx = { deps, apiKeyId, temps, signal };
   // every fetch settles before an error is thrown: none is left writing a file nobody deletes
@@ -65,18 +62,6 @@ export async function resolveJsonEdit(
   const failed = settled.find((r) => r.status === 'rejected');
   if (failed) throw failed.reason;
   return { fields, files: settled.map((r) => (r as PromiseFulfilledResult<EditInputFile>).value) };
-}
-
-function parseRef(entry: unknown, param: string): ImageRef {
-  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw invalidRequest(`${param} must be {"file_id": ...} or {"image_url": ...}`, param, 'invalid_value');
-  const { file_id: fileId, image_url: imageUrl } = entry as { file_id?: unknown; image_url?: unknown };
-  if ((fileId === undefined) === (imageUrl === undefined)) throw invalidRequest(`${param} must have exactly one of file_id and image_url`, param, 'invalid_value');
-  if (fileId !== undefined) {
-    if (typeof fileId !== 'string' || fileId === '') throw invalidRequest(`${param}.file_id must be a file id`, `${param}.file_id`, 'invalid_value');
-    return { fileId };
-  }
-  if (typeof imageUrl !== 'string' || imageUrl === '') throw invalidRequest(`${param}.image_url must be an https:// or data: URL`, `${param}.image_url`, 'invalid_value');
-  return { imageUrl };
 }
 
 interface ResolveContext {

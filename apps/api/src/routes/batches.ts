@@ -1,13 +1,14 @@
 import { Router } from 'express';
-import { batchObject, conflict, invalidRequest, notFound } from '@image-edits/core';
+import { batchIdParams, batchObject, conflict, listBatchesQuery, notFound, parseInput } from '@image-edits/core';
 import { getBatchForKey, listBatches, requestBatchCancel } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
 import { idempotency, jsonDigest } from '../middleware/idempotency';
 import { createBatch } from '../use-cases/create-batch';
 
-const isBatchId = (id: string) => /^batch_[0-9a-z]+$/.test(id);
 const batchNotFound = (id: string) => notFound(`No batch found with id '${id}'`, 'id', 'batch_not_found');
+/** The path's batch id; one that is no batch id names no batch (404). */
+const batchId = (params: Record<string, string>) => parseInput(batchIdParams, params, { orElse: () => batchNotFound(String(params.id)) }).id;
 
 /**
  * OpenAI's Batch API for `/v1/images/edits`: create (answers at once, `validating`; the worker does
@@ -22,21 +23,16 @@ export function batchesRouter(deps: ApiDeps): Router {
   });
 
   router.get('/v1/batches', async (req, res) => {
-    const q = req.query;
-    const limit = q.limit === undefined ? 20 : Number(q.limit);
-    if (q.limit !== undefined && (typeof q.limit !== 'string' || !Number.isInteger(limit) || limit < 1 || limit > 100)) {
-      throw invalidRequest('limit must be an integer from 1 to 100', 'limit', 'invalid_value');
-    }
-    const after = q.after === undefined ? undefined : String(q.after);
-    if (after !== undefined && !isBatchId(after)) throw invalidRequest('after must be a batch id (the last_id of the previous page)', 'after', 'invalid_value');
-    const page = await listBatches(deps.db, apiKeyId(res.locals), { limit, after });
+    const q = parseInput(listBatchesQuery, req.query);
+    const page = await listBatches(deps.db, apiKeyId(res.locals), { limit: q.limit ?? 20, after: q.after });
     const data = page.batches.map(batchObject);
     res.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore });
   });
 
   router.get('/v1/batches/:id', async (req, res) => {
-    const batch = isBatchId(req.params.id) ? await getBatchForKey(deps.db, req.params.id, apiKeyId(res.locals)) : null;
-    if (!batch) throw batchNotFound(req.params.id);
+    const id = batchId(req.params);
+    const batch = await getBatchForKey(deps.db, id, apiKeyId(res.locals));
+    if (!batch) throw batchNotFound(id);
     res.json(batchObject(batch));
   });
 
@@ -46,8 +42,8 @@ export function batchesRouter(deps: ApiDeps): Router {
    */
   router.post('/v1/batches/:id/cancel', async (req, res) => {
     const key = apiKeyId(res.locals);
-    const id = req.params.id;
-    const batch = isBatchId(id) ? await getBatchForKey(deps.db, id, key) : null;
+    const id = batchId(req.params);
+    const batch = await getBatchForKey(deps.db, id, key);
     if (!batch) throw batchNotFound(id);
     if (await requestBatchCancel(deps.db, id, key)) {
       // a validating batch is ended by its fan-out; a running one's queued children go now

@@ -5,21 +5,18 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import sharp from 'sharp';
-import { invalidRequest, notFound } from '@image-edits/core';
+import { fileIdParams, fileUploadFieldsSchema, invalidRequest, listFilesQuery, MAX_FILE_EXPIRES_SECONDS, notFound, parseInput } from '@image-edits/core';
 import { undecodableImage } from '@image-edits/edits';
 import { deleteFileForKey, type FileImageFacts, type FileRecord, getFileForKey, insertFile, listFiles } from '@image-edits/db';
 import { CONTENT_TYPES, fileKey, ObjectNotFoundError, type ObjectStore } from '@image-edits/storage';
 import type { ApiDeps } from '../deps';
-import { fileUpload, IMAGE_PURPOSES, keepStoredUpload, purposeError, FILE_PURPOSES, storedUpload, tooLargeError } from '../file-uploads';
+import { fileUpload, IMAGE_PURPOSES, keepStoredUpload, storedUpload, tooLargeError } from '../file-uploads';
 import { apiKeyId } from '../middleware/auth';
 import { idempotency, multipartDigest } from '../middleware/idempotency';
 import { MAX_UPLOAD_BYTES } from '../uploads';
 
-/** OpenAI's bounds of `expires_after[seconds]`: one hour to 30 days. */
-const MIN_EXPIRES_SECONDS = 3600;
-const MAX_EXPIRES_SECONDS = 2_592_000;
 /** OpenAI: batch files expire after 30 days unless told otherwise; other files are kept until deleted. */
-const BATCH_DEFAULT_EXPIRES_SECONDS = 2_592_000;
+const BATCH_DEFAULT_EXPIRES_SECONDS = MAX_FILE_EXPIRES_SECONDS;
 const MAX_LIST_LIMIT = 10_000;
 
 /**
@@ -43,12 +40,12 @@ export function filesRouter(deps: ApiDeps): Router {
   });
 
   router.post('/v1/files', fileUpload({ store, maxBytes: deps.config.env.MAX_FILE_BYTES, maxImageBytes: Math.min(MAX_UPLOAD_BYTES, deps.config.env.MAX_FILE_BYTES) }), replayable, async (req, res) => {
-    const body = (req.body ?? {}) as Record<string, unknown>;
-    const purpose = body.purpose;
+    let purpose: string;
     let expiresSeconds: number | undefined;
     try {
-      if (typeof purpose !== 'string' || !(FILE_PURPOSES as readonly string[]).includes(purpose)) throw purposeError(purpose);
-      expiresSeconds = parseExpiresAfter(body.expires_after) ?? (purpose === 'batch' ? BATCH_DEFAULT_EXPIRES_SECONDS : undefined);
+      const fields = parseInput(fileUploadFieldsSchema, req.body ?? {});
+      purpose = fields.purpose;
+      expiresSeconds = fields.expires_after?.seconds ?? (purpose === 'batch' ? BATCH_DEFAULT_EXPIRES_SECONDS : undefined);
     } catch (err) {
       // a refused upload is gone before the client hears why
       const stored = storedUpload(req);
@@ -87,17 +84,8 @@ export function filesRouter(deps: ApiDeps): Router {
   });
 
   router.get('/v1/files', async (req, res) => {
-    const q = req.query;
-    const limit = q.limit === undefined ? MAX_LIST_LIMIT : Number(q.limit);
-    if (typeof q.limit !== 'undefined' && (typeof q.limit !== 'string' || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT)) {
-      throw invalidRequest(`limit must be an integer from 1 to ${MAX_LIST_LIMIT}`, 'limit', 'invalid_value');
-    }
-    const order = q.order === undefined ? 'desc' : q.order;
-    if (order !== 'asc' && order !== 'desc') throw invalidRequest("order must be 'asc' or 'desc'", 'order', 'invalid_value');
-    const after = q.after === undefined ? undefined : String(q.after);
-    if (after !== undefined && !isFileId(after)) throw invalidRequest('after must be a file id (the last_id of the previous page)', 'after', 'invalid_value');
-    const purpose = q.purpose === undefined ? undefined : String(q.purpose);
-    const page = await listFiles(deps.db, apiKeyId(res.locals), { limit, after, order, purpose });
+    const q = parseInput(listFilesQuery, req.query);
+    const page = await listFiles(deps.db, apiKeyId(res.locals), { limit: q.limit ?? MAX_LIST_LIMIT, after: q.after, order: q.order ?? 'desc', purpose: q.purpose });
     const data = page.files.map(fileObject);
     res.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore });
   });
@@ -153,35 +141,15 @@ export function fileObject(f: FileRecord) {
   };
 }
 
-export const isFileId = (id: string) => /^file-[0-9a-z]+$/.test(id);
+export const isFileId = (id: string) => fileIdParams.shape.id.safeParse(id).success;
 
 export const fileNotFound = (id: string) => notFound(`No such File object: ${id}`, 'id', 'file_not_found');
 
 async function ownFile(deps: Pick<ApiDeps, 'db'>, id: string, key: string): Promise<FileRecord> {
+  // an id that is no file id names no file
   const file = isFileId(id) ? await getFileForKey(deps.db, id, key) : null;
   if (!file) throw fileNotFound(id);
   return file;
-}
-
-/** `expires_after[anchor]=created_at` and `expires_after[seconds]` (multer builds the object); seconds, or undefined when absent. */
-function parseExpiresAfter(value: unknown): number | undefined {
-  if (value === undefined || value === '') return undefined;
-  let v = value;
-  if (typeof v === 'string') {
-    try {
-      v = JSON.parse(v);
-    } catch {
-      throw invalidRequest('expires_after must be sent as expires_after[anchor] and expires_after[seconds]', 'expires_after', 'invalid_value');
-    }
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalidRequest('expires_after must have anchor and seconds', 'expires_after', 'invalid_value');
-  const { anchor, seconds } = v as { anchor?: unknown; seconds?: unknown };
-  if (anchor !== 'created_at') throw invalidRequest("expires_after.anchor must be 'created_at'", 'expires_after.anchor', 'invalid_value');
-  const n = typeof seconds === 'string' && /^\d+$/.test(seconds.trim()) ? Number(seconds) : typeof seconds === 'number' ? seconds : Number.NaN;
-  if (!Number.isInteger(n) || n < MIN_EXPIRES_SECONDS || n > MAX_EXPIRES_SECONDS) {
-    throw invalidRequest(`expires_after.seconds must be an integer from ${MIN_EXPIRES_SECONDS} (1 hour) to ${MAX_EXPIRES_SECONDS} (30 days)`, 'expires_after.seconds', 'invalid_value');
-  }
-  return n;
 }
 
 /**

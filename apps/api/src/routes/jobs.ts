@@ -1,7 +1,6 @@
 import { type Response, Router } from 'express';
-import { invalidRequest, isDependencyError, isFinal, JOB_STATUSES, type JobStatus, notFound } from '@image-edits/core';
+import { getJobQuery, invalidRequest, isDependencyError, isFinal, JOB_STATUSES, jobEventsHeaders, jobEventsQuery, jobIdParams, type JobStatus, listJobsQuery, MAX_WAIT_SECONDS, notFound, parseInput } from '@image-edits/core';
 import { getJob, getJobForKey, type JobRecord, listJobs } from '@image-edits/db';
-import { isStreamId } from '@image-edits/queue';
 import { openEventStream } from '../sse';
 import { followJob } from '../use-cases/follow-job';
 import type { ApiDeps } from '../deps';
@@ -11,8 +10,7 @@ import { cancelJob } from '../use-cases/cancel-job';
 import { deleteJob } from '../use-cases/delete-job';
 import { waitForJob } from '../use-cases/wait-for-job';
 
-/** The longest a long-poll (`?wait=`) or `Prefer: wait=` may hold a request. */
-export const MAX_WAIT_SECONDS = 60;
+export { MAX_WAIT_SECONDS };
 
 /** The job resource: read (optionally long-polling), list with a cursor, cancel, delete. */
 export function jobsRouter(deps: ApiDeps): Router {
@@ -20,23 +18,13 @@ export function jobsRouter(deps: ApiDeps): Router {
   const ttl = deps.config.env.SIGNED_URL_TTL_SECONDS;
 
   router.get('/v1/jobs', async (req, res) => {
-    const q = req.query;
-    const limit = intParam(q.limit, 'limit', 1, 100) ?? 20;
-    const status = q.status === undefined ? undefined : String(q.status);
-    if (status !== undefined && !(JOB_STATUSES as readonly string[]).includes(status)) {
-      throw invalidRequest(`status must be one of ${JOB_STATUSES.join(', ')}`, 'status', 'invalid_value');
-    }
-    // Unix seconds up to the end of year 9999: a larger one is no date Postgres (or a JS Date) can compare with
-    const createdAfter = intParam(q.created_after, 'created_after', 0, MAX_UNIX_SECONDS);
-    const createdBefore = intParam(q.created_before, 'created_before', 0, MAX_UNIX_SECONDS);
-    const after = q.after === undefined ? undefined : String(q.after);
-    if (after !== undefined && !/^job_[0-9a-z]+$/.test(after)) throw invalidRequest('after must be a job id (the last_id of the previous page)', 'after', 'invalid_value');
+    const q = parseInput(listJobsQuery, req.query);
     const page = await listJobs(deps.db, apiKeyId(res.locals), {
-      limit,
-      after,
-      status: status as JobStatus | undefined,
-      createdAfter: createdAfter === undefined ? undefined : new Date(createdAfter * 1000),
-      createdBefore: createdBefore === undefined ? undefined : new Date(createdBefore * 1000),
+      limit: q.limit ?? 20,
+      after: q.after,
+      status: q.status,
+      createdAfter: q.created_after === undefined ? undefined : new Date(q.created_after * 1000),
+      createdBefore: q.created_before === undefined ? undefined : new Date(q.created_before * 1000),
     });
     const data = await Promise.all(page.jobs.map((j) => jobObject(j, deps.store, ttl)));
     res.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore });
@@ -44,10 +32,11 @@ export function jobsRouter(deps: ApiDeps): Router {
 
   router.get('/v1/jobs/:id', async (req, res) => {
     const key = apiKeyId(res.locals);
+    const { id } = parseInput(jobIdParams, req.params);
     // another key's job is "not found", never "forbidden": ids do not leak across keys
-    let job = await getJobForKey(deps.db, req.params.id, key);
-    if (!job) throw notFound(`No job with id '${req.params.id}'`, 'id', 'job_not_found');
-    const wait = intParam(req.query.wait, 'wait', 0, MAX_WAIT_SECONDS);
+    let job = await getJobForKey(deps.db, id, key);
+    if (!job) throw notFound(`No job with id '${id}'`, 'id', 'job_not_found');
+    const { wait } = parseInput(getJobQuery, req.query);
     if (wait && !isFinal(job.status)) {
       // long-poll: answers as soon as the job is final (signalled over Redis, no polling per waiter)
       const gone = clientGone(res);
@@ -58,21 +47,26 @@ export function jobsRouter(deps: ApiDeps): Router {
   });
 
   router.get('/v1/jobs/:id/events', async (req, res) => {
-    const job = await getJobForKey(deps.db, req.params.id, apiKeyId(res.locals));
-    if (!job) throw notFound(`No job with id '${req.params.id}'`, 'id', 'job_not_found');
-    const lastEventId = req.get('last-event-id') ?? (typeof req.query.last_event_id === 'string' ? req.query.last_event_id : undefined);
-    if (lastEventId !== undefined && !isStreamId(lastEventId)) throw invalidRequest('Last-Event-ID must be the id of an event this stream sent', 'Last-Event-ID', 'invalid_value');
+    const { id } = parseInput(jobIdParams, req.params);
+    const job = await getJobForKey(deps.db, id, apiKeyId(res.locals));
+    if (!job) throw notFound(`No job with id '${id}'`, 'id', 'job_not_found');
+    // the header (EventSource sends it when it reconnects), else the query; either is named Last-Event-ID
+    const header = req.get('last-event-id');
+    const lastEventId =
+      header !== undefined
+        ? parseInput(jobEventsHeaders, { 'Last-Event-ID': header })['Last-Event-ID']
+        : parseInput(jobEventsQuery, { last_event_id: typeof req.query.last_event_id === 'string' ? req.query.last_event_id : undefined }, { orElse: lastEventIdError }).last_event_id;
     await streamJobEvents(deps, res, job, lastEventId);
   });
 
   router.post('/v1/jobs/:id/cancel', async (req, res) => {
-    const job = await cancelJob(deps, apiKeyId(res.locals), req.params.id);
+    const job = await cancelJob(deps, apiKeyId(res.locals), parseInput(jobIdParams, req.params).id);
     res.json(await jobObject(job, deps.store, ttl));
   });
 
   // erasure: the job's images, prompt and metadata at once; OpenAI's deleted shape
   router.delete('/v1/jobs/:id', async (req, res) => {
-    res.json(await deleteJob(deps, apiKeyId(res.locals), req.params.id));
+    res.json(await deleteJob(deps, apiKeyId(res.locals), parseInput(jobIdParams, req.params).id));
   });
   return router;
 }
@@ -145,16 +139,8 @@ export async function queuePosition(deps: Pick<ApiDeps, 'queue' | 'logger'>, job
   });
 }
 
-/** 9999-12-31T23:59:59Z */
-const MAX_UNIX_SECONDS = 253_402_300_799;
-
-/** An optional integer query parameter within bounds; anything else is a 400 naming it. */
-function intParam(value: unknown, name: string, min: number, max: number): number | undefined {
-  if (value === undefined || value === '') return undefined;
-  const n = Number(value);
-  if (typeof value !== 'string' || !Number.isInteger(n) || n < min || n > max) throw invalidRequest(`${name} must be an integer from ${min} to ${max}`, name, 'invalid_value');
-  return n;
-}
+/** `?last_event_id=` stands for the Last-Event-ID header: its refusal names the header, as it always did. */
+const lastEventIdError = (issue: { message: string }) => invalidRequest(issue.message, 'Last-Event-ID', 'invalid_value');
 
 /** Aborts when the client goes away: waiting stops, the job goes on. */
 export function clientGone(res: Response): AbortSignal {

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { assertEgressAllowed, FINAL_WEBHOOK_EVENTS, invalidRequest, isWebhookEvent, notFound, ServiceError, WEBHOOK_EVENTS, type WebhookEvent } from '@image-edits/core';
+import { assertEgressAllowed, FINAL_WEBHOOK_EVENTS, invalidRequest, jobIdParams, notFound, parseInput, ServiceError, webhookDeliveryParams, webhookEndpointBodySchema, webhookEndpointIdParams } from '@image-edits/core';
 import {
   countWebhookEndpoints,
   createWebhookEndpoint,
@@ -34,12 +34,12 @@ export function webhooksRouter(deps: ApiDeps): Router {
   // creating an endpoint is a creating POST: Idempotency-Key makes a retried create safe
   router.post('/v1/webhook_endpoints', idempotency(deps, { hash: jsonDigest }), async (req, res) => {
     const key = apiKeyId(res.locals);
-    const input = parseEndpointBody(req.body);
+    const input = parseInput(webhookEndpointBodySchema, req.body);
     const url = await assertEgressAllowed(input.url, { allowPrivate: deps.config.env.WEBHOOK_ALLOW_PRIVATE, param: 'url', codePrefix: 'webhook_url' });
     if ((await countWebhookEndpoints(deps.db, key)) >= MAX_WEBHOOK_ENDPOINTS) {
       throw invalidRequest(`an API key may have at most ${MAX_WEBHOOK_ENDPOINTS} webhook endpoints; delete one first`, null, 'webhook_endpoint_limit');
     }
-    const endpoint = await createWebhookEndpoint(deps.db, { apiKeyId: key, url, events: input.events, description: input.description });
+    const endpoint = await createWebhookEndpoint(deps.db, { apiKeyId: key, url, events: input.events ?? [], description: input.description });
     // the secret is shown in full only here
     res.status(201).json({ ...endpointView(endpoint), secret: endpoint.secret });
   });
@@ -50,14 +50,16 @@ export function webhooksRouter(deps: ApiDeps): Router {
   });
 
   router.get('/v1/webhook_endpoints/:id', async (req, res) => {
-    const endpoint = await getWebhookEndpointForKey(deps.db, req.params.id, apiKeyId(res.locals));
-    if (!endpoint) throw endpointNotFound(req.params.id);
+    const { id } = parseInput(webhookEndpointIdParams, req.params);
+    const endpoint = await getWebhookEndpointForKey(deps.db, id, apiKeyId(res.locals));
+    if (!endpoint) throw endpointNotFound(id);
     res.json(endpointView(endpoint));
   });
 
   router.delete('/v1/webhook_endpoints/:id', async (req, res) => {
-    if (!(await deleteWebhookEndpoint(deps.db, req.params.id, apiKeyId(res.locals)))) throw endpointNotFound(req.params.id);
-    res.json({ id: req.params.id, object: 'webhook_endpoint', deleted: true });
+    const { id } = parseInput(webhookEndpointIdParams, req.params);
+    if (!(await deleteWebhookEndpoint(deps.db, id, apiKeyId(res.locals)))) throw endpointNotFound(id);
+    res.json({ id, object: 'webhook_endpoint', deleted: true });
   });
 
   router.get('/v1/webhooks/secret', async (_req, res) => {
@@ -70,14 +72,15 @@ export function webhooksRouter(deps: ApiDeps): Router {
 
   router.get('/v1/jobs/:id/webhook_deliveries', async (req, res) => {
     const key = apiKeyId(res.locals);
-    if (!(await getJobForKey(deps.db, req.params.id, key))) throw notFound(`No job with id '${req.params.id}'`, 'id', 'job_not_found');
-    const deliveries = await listWebhookDeliveriesForJob(deps.db, req.params.id, key);
+    const { id } = parseInput(jobIdParams, req.params);
+    if (!(await getJobForKey(deps.db, id, key))) throw notFound(`No job with id '${id}'`, 'id', 'job_not_found');
+    const deliveries = await listWebhookDeliveriesForJob(deps.db, id, key);
     res.json({ object: 'list', data: deliveries.map(deliveryView) });
   });
 
-  router.post('/v1/jobs/:id/webhook_deliveries/:deliveryId/retry', async (req, res) => {
+  router.post('/v1/jobs/:id/webhook_deliveries/:delivery_id/retry', async (req, res) => {
     const key = apiKeyId(res.locals);
-    const { id: jobId, deliveryId } = req.params;
+    const { id: jobId, delivery_id: deliveryId } = parseInput(webhookDeliveryParams, req.params);
     const delivery = await getWebhookDeliveryForKey(deps.db, deliveryId, jobId, key);
     if (!delivery) throw notFound(`No webhook delivery with id '${deliveryId}' for job '${jobId}'`, 'id', 'webhook_delivery_not_found');
     if (!(await reopenWebhookDelivery(deps.db, delivery.id))) {
@@ -135,30 +138,4 @@ function deliveryView(d: DeliveryWithAttempts): Record<string, unknown> {
     created_at: seconds(d.createdAt),
     updated_at: seconds(d.updatedAt),
   };
-}
-
-const ENDPOINT_FIELDS = new Set(['url', 'events', 'description']);
-
-/** The JSON body of POST /v1/webhook_endpoints; each mistake is a 400 naming its field. */
-function parseEndpointBody(body: unknown): { url: string; events: WebhookEvent[]; description?: string } {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw invalidRequest("the body must be a JSON object such as {\"url\": \"https://...\"} (Content-Type: application/json)", null, 'invalid_json');
-  }
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (!ENDPOINT_FIELDS.has(k)) throw invalidRequest(`unknown parameter '${k}'; known: url, events, description`, k, 'unknown_parameter');
-  if (b.url === undefined || b.url === null || b.url === '') throw invalidRequest('url is required', 'url', 'missing_required_parameter');
-  if (typeof b.url !== 'string') throw invalidRequest('url must be a string', 'url', 'invalid_value');
-  if (b.url.length > 2048) throw invalidRequest('url must be at most 2048 characters', 'url', 'invalid_value');
-  let events: WebhookEvent[] = [];
-  if (b.events !== undefined && b.events !== null) {
-    if (!Array.isArray(b.events)) throw invalidRequest(`events must be a list of event types (${WEBHOOK_EVENTS.join(', ')})`, 'events', 'invalid_value');
-    for (const e of b.events) {
-      if (typeof e !== 'string' || !isWebhookEvent(e)) throw invalidRequest(`events: unknown event ${JSON.stringify(e)}; known: ${WEBHOOK_EVENTS.join(', ')}`, 'events', 'invalid_value');
-    }
-    events = [...new Set(b.events as WebhookEvent[])];
-  }
-  if (b.description !== undefined && b.description !== null && (typeof b.description !== 'string' || b.description.length > 256)) {
-    throw invalidRequest('description must be a string of at most 256 characters', 'description', 'invalid_value');
-  }
-  return { url: b.url.trim(), events, ...(typeof b.description === 'string' ? { description: b.description } : {}) };
 }
