@@ -238,13 +238,43 @@ export const editStreamEventSchemas = {
   error: z.object({ type: z.literal('error'), error: errorSchema.shape.error }),
 };
 
+/** RFC 7240 preferences the edits honour: `respond-async` and `wait=N` (seconds). */
+export interface Prefer {
+  respondAsync: boolean;
+  wait?: number;
+}
+
+const IDEMPOTENCY_KEY_MESSAGE = 'Idempotency-Key must be 1 to 255 characters';
+
 /** Request headers of the creating endpoints and of edits. */
 export const editHeaders = z.object({
   Prefer: z
     .string()
     .optional()
+    .transform((prefer, ctx): Prefer => {
+      const out: Prefer = { respondAsync: false };
+      for (const part of (prefer ?? '').split(',')) {
+        const [name, value] = part.trim().split(';')[0]!.split('=').map((x) => x?.trim().toLowerCase());
+        if (name === 'respond-async') out.respondAsync = true;
+        if (name === 'wait') {
+          // plain decimal digits only: Number() would also take 0x10, 1e3, 0b1 and ' '
+          if (!value || !/^\d{1,9}$/.test(value)) {
+            ctx.issues.push(customIssue(`Prefer: wait must be a whole number of seconds; got '${value ?? ''}'`, prefer));
+            return z.NEVER;
+          }
+          out.wait = Number(value);
+        }
+      }
+      return out;
+    })
     .meta({ description: '`respond-async`: 202 + Location + the job object at once; `wait=N` (seconds, at most 60): the job object once final (200) or after N s (202); none: wait and answer as OpenAI does' }),
-  'Idempotency-Key': z.string().max(255).optional().meta({ description: 'retries with the same key and parameters answer like the first request (24 h)' }),
+  'Idempotency-Key': z
+    .string()
+    .min(1, IDEMPOTENCY_KEY_MESSAGE)
+    .max(255, IDEMPOTENCY_KEY_MESSAGE)
+    .refine((k) => k.trim() !== '', IDEMPOTENCY_KEY_MESSAGE)
+    .optional()
+    .meta({ description: 'retries with the same key and parameters answer like the first request (24 h)' }),
   'Cancel-After': z.string().optional().meta({ description: 'a deadline to start: `90s`, `5m`, `2h` or seconds; an unstarted job then expires unbilled' }),
 });
 export const idempotencyHeaders = editHeaders.pick({ 'Idempotency-Key': true });

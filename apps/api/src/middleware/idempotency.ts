@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { Request, RequestHandler, Response } from 'express';
-import { conflict, invalidRequest, MAX_INPUT_DEPTH, ServiceError, storableJson } from '@image-edits/core';
+import { conflict, idempotencyHeaders, invalidRequest, MAX_INPUT_DEPTH, parseInput, ServiceError, storableJson } from '@image-edits/core';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import type { UploadedFile } from '../uploads';
@@ -28,9 +28,9 @@ export function idempotency(deps: Pick<ApiDeps, 'db' | 'logger'>, opts: Idempote
   return async (req, res, next) => {
     // this follows every body parser of a creating route: a flawed input is refused before any key is claimed
     assertCleanInput(req, res);
-    const key = req.get('idempotency-key');
-    if (key === undefined) return next();
-    if (key.trim() === '' || key.length > 255) throw invalidRequest('Idempotency-Key must be 1 to 255 characters', 'Idempotency-Key', 'invalid_value');
+    const header = req.get('idempotency-key');
+    if (header === undefined) return next();
+    const key = parseInput(idempotencyHeaders, { 'Idempotency-Key': header })['Idempotency-Key']!;
     const hash = await opts.hash(req);
     const claim = await claimIdempotencyKey(deps.db, apiKeyId(res.locals), key, hash, IDEMPOTENCY_TTL_MS);
     if (!claim.claimed) {

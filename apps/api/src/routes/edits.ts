@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Response, Router } from 'express';
-import { invalidRequest, isDependencyError, isFinal, type JobStatus, newId, notFound, RESULT_EXPIRED_ERROR, resultExpired, ServiceError } from '@image-edits/core';
+import { isDependencyError, isFinal, type JobStatus, newId, notFound, RESULT_EXPIRED_ERROR, resultExpired, ServiceError } from '@image-edits/core';
+import { editHeaders, parseInput, type Prefer } from '@image-edits/core';
 import { getJob, getJobForKey, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
 import { apiKeyId } from '../middleware/auth';
@@ -304,20 +305,8 @@ const requireMultipart: import('express').RequestHandler = (req, _res, next) => 
   );
 };
 
-type Prefer = { respondAsync: boolean; wait?: number };
-
-/** RFC 7240 preferences this endpoint honours: `respond-async` and `wait=N` (seconds). */
+/** RFC 7240 preferences this endpoint honours: `respond-async` and `wait=N` (seconds); core's editHeaders parse them. */
 export function parsePrefer(prefer: string | undefined): Prefer {
-  const out: Prefer = { respondAsync: false };
-  for (const part of (prefer ?? '').split(',')) {
-    const [name, value] = part.trim().split(';')[0]!.split('=').map((x) => x?.trim().toLowerCase());
-    if (name === 'respond-async') out.respondAsync = true;
-    if (name === 'wait') {
-      // plain decimal digits only: Number() would also take 0x10, 1e3, 0b1 and ' '
-      if (!value || !/^\d{1,9}$/.test(value)) throw invalidRequest(`Prefer: wait must be a whole number of seconds; got '${value ?? ''}'`, 'Prefer', 'invalid_value');
-      out.wait = Number(value);
-    }
-  }
-  return out;
+  return parseInput(editHeaders, { Prefer: prefer }).Prefer;
 }
 
