@@ -71,11 +71,18 @@ export async function startApi(config: ServiceConfig, opts: { logger?: Logger } 
     open.add(res);
     res.once('close', () => {
       open.delete(res);
-      // the client left before the answer ended (an abandoned stream, say): nothing will use this
-      // connection again, and left half-open it would hold a drain until SHUTDOWN_TIMEOUT_MS
-      if (!res.writableFinished) req.socket.destroy();
+      quiet.set(req.socket, req.socket.bytesRead);
     });
     if (lifecycle.draining) res.setHeader('Connection', 'close');
+  });
+
+  // each connection and how many bytes it had read when its last answer ended: one that has read
+  // nothing since holds no request, and is closed at the drain (Node's closeIdleConnections misses
+  // one whose client abandoned a stream and left it half-open, which would hold the drain)
+  const quiet = new Map<Socket, number>();
+  server.on('connection', (socket: Socket) => {
+    quiet.set(socket, 0);
+    socket.once('close', () => quiet.delete(socket));
   });
 
   /** resolves when every connection has ended; true unless the deadline had to destroy some */
@@ -83,6 +90,8 @@ export async function startApi(config: ServiceConfig, opts: { logger?: Logger } 
     const timeoutMs = env.SHUTDOWN_TIMEOUT_MS;
     lifecycle.draining = true;
     logger.info({ openRequests: open.size, timeoutMs }, 'draining: not accepting, finishing open requests');
+    const answering = new Set([...open].map((res) => res.socket));
+    for (const [socket, readAtRest] of quiet) if (!answering.has(socket) && socket.bytesRead === readAtRest) socket.destroy();
     for (const res of open) {
       if (!res.headersSent) res.setHeader('Connection', 'close');
       // already answering with keep-alive (a download): its connection closes once the response ends

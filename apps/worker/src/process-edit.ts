@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dependencyOf, editCost, isDependencyError, type JobError, type ProviderSettings, tokenUsage } from '@image-edits/core';
 import { type Db, getJob, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, recordProviderRequest, type WebhookEnqueuer } from '@image-edits/db';
 import { type EditProvider, type InputImage, type PartialImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
-import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, permanent, ProviderThrottled, publishJobEvent, publishPartialImage, RetryLater } from '@image-edits/queue';
+import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, INLINE_OUTPUT_TTL_S, inlineOutputKey, permanent, ProviderThrottled, publishJobEvent, publishPartialImage, RetryLater } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -224,6 +224,8 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     outcome = won ? 'succeeded' : 'superseded';
     if (won) {
       deps.metrics.jobsFinished.inc({ status: 'succeeded', ...labels, code: '' });
+      // a client waiting on the line for base64 gets the bytes we hold, not an S3 read (before it is woken)
+      if (ctx.payload.inline && (p.response_format === 'b64_json' || p.stream)) await handBack(deps, outputs, result.images, log);
       await announceEnd(deps, jobId, 'succeeded');
       await onJobFinished(deps, won);
     } else if ((await keepTrying(deps, log, 'reading the job', () => getJob(deps.db, jobId)))?.status === 'canceled') {
@@ -281,6 +283,13 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     deps.bytes.release(footprint);
     deps.metrics.runTime.observe({ ...labels, outcome }, (performance.now() - attemptStarted) / 1000);
   }
+}
+
+/** Best effort: a waiter that finds nothing in Redis reads S3. */
+async function handBack(deps: WorkerDeps, outputs: { key: string }[], images: { data: Buffer }[], log: Logger): Promise<void> {
+  const tx = deps.redis.multi();
+  for (const [i, out] of outputs.entries()) tx.set(inlineOutputKey(deps.prefix, out.key), images[i]!.data, 'EX', INLINE_OUTPUT_TTL_S);
+  await tx.exec().catch((err: unknown) => log.warn({ err }, 'outputs not handed back through Redis; the answer reads S3'));
 }
 
 /** A partial image is news, not state: one that cannot be relayed is dropped (the completed image follows). */

@@ -42,6 +42,8 @@ export interface SubmitEditInput {
   files: EditInputFile[];
   /** the `Cancel-After` header, if any */
   cancelAfter?: string | undefined;
+  /** a client waits on the line for the images: the worker hands them back through Redis too */
+  inlineResult?: boolean;
   /** how long its inputs and result are kept once final (the key's retention); the columns' defaults without it */
   retention?: NewJob['retention'];
 }
@@ -87,7 +89,7 @@ export async function submitEdit(deps: EditDeps, input: SubmitEditInput): Promis
     await deps.store.deletePrefix(jobPrefix(job.id)).catch((cleanup: unknown) => deps.logger.warn({ err: cleanup, jobId: job.id }, 'inputs of an unrecorded job not deleted'));
     throw err;
   }
-  const enqueue = deps.queue.enqueue(job.provider, { jobId: job.id, apiKeyId: input.apiKeyId });
+  const enqueue = deps.queue.enqueue(job.provider, { jobId: job.id, apiKeyId: input.apiKeyId, ...(input.inlineResult ? { inline: true } : {}) });
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<'timeout'>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), deps.config.env.ENQUEUE_TIMEOUT_MS);

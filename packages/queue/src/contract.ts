@@ -23,6 +23,11 @@ export const imageEditPayload = z.object({
   batch: z.boolean().optional(),
   /** the edit's n: what a batch child takes from its key's images per minute (absent = 1) */
   images: z.number().int().min(1).optional(),
+  /**
+   * a client waits on the line for its images (OpenAI's synchronous answer, or a stream): the worker
+   * also hands the outputs back through Redis for a few seconds, sparing that answer an S3 read
+   */
+  inline: z.boolean().optional(),
   /** an outage of our own Postgres/Redis/S3 this job is waiting out: since when, how many tries (no provider attempt is spent on them) */
   outage: z.object({ since: z.number(), last: z.number(), tries: z.number().int() }).optional(),
 });

@@ -2,48 +2,54 @@ import type { Redis } from 'ioredis';
 import { type JobEvent, jobEvent, jobEventsChannel } from './contract';
 
 /**
- * A job's events are kept for a while in a Redis stream of their own (`{prefix}:job-stream:{jobId}`),
- * so a client following the job (`GET /v1/jobs/{id}/events`, a streamed edit) can resume after a
- * reconnect with `Last-Event-ID` (the stream entry's id), whichever API process it lands on; and
- * announced on the shared channel, so the API processes holding its followers read the new entries.
+ * Job events. Status moves are announced on one shared channel (waiters and followers in every API
+ * process hear them; nothing is stored: the row is the record). Partial images, which only a job
+ * that asked to stream has, are also kept for an hour in a Redis stream of the job's own
+ * (`{prefix}:job-stream:{jobId}`), so a client following the job can resume after a reconnect with
+ * `Last-Event-ID` (the entry's id), whichever API process it lands on.
  */
 export const jobStreamKey = (prefix: string, jobId: string) => `${prefix}:job-stream:${jobId}`;
-/** how long a job's events stay readable after its last one */
+/** how long a job's partial images stay readable */
 const JOB_STREAM_TTL_S = 3600;
-/** entries a job's stream keeps (status moves are a handful; partial images at most 3 per try) */
-const JOB_STREAM_MAX = 64;
+/** entries a job's stream keeps (at most 3 partial images per try) */
+const JOB_STREAM_MAX = 32;
 
-/** One entry of a job's stream: a status move, or a partial image the provider streamed. */
-export type JobStreamEntry =
-  | { type: 'status'; status: string }
-  | { type: 'partial'; index: number; b64: string; format: string; width: number; height: number };
+/** A partial image the provider streamed. */
+export interface PartialImageEntry {
+  index: number;
+  b64: string;
+  format: string;
+  width: number;
+  height: number;
+}
 
 export async function publishJobEvent(redis: Redis, prefix: string, event: JobEvent): Promise<void> {
-  await appendJobStream(redis, prefix, event.jobId, { type: 'status', status: event.status }, event);
+  await redis.publish(jobEventsChannel(prefix), JSON.stringify(event));
 }
 
-/** A partial image of a running job, for whoever follows it (never stored beyond the stream's TTL). */
-export async function publishPartialImage(redis: Redis, prefix: string, jobId: string, partial: Omit<Extract<JobStreamEntry, { type: 'partial' }>, 'type'>): Promise<void> {
-  await appendJobStream(redis, prefix, jobId, { type: 'partial', ...partial }, { jobId, status: 'partial' });
-}
-
-async function appendJobStream(redis: Redis, prefix: string, jobId: string, entry: JobStreamEntry, announce: JobEvent): Promise<void> {
+/** A partial image of a running job, for whoever follows it (kept no longer than the stream's TTL). */
+export async function publishPartialImage(redis: Redis, prefix: string, jobId: string, partial: PartialImageEntry): Promise<void> {
   const key = jobStreamKey(prefix, jobId);
   await redis
     .multi()
-    .xadd(key, 'MAXLEN', '~', JOB_STREAM_MAX, '*', 'e', JSON.stringify(entry))
+    .xadd(key, 'MAXLEN', '~', JOB_STREAM_MAX, '*', 'e', JSON.stringify(partial))
     .expire(key, JOB_STREAM_TTL_S)
-    .publish(jobEventsChannel(prefix), JSON.stringify(announce))
+    .publish(jobEventsChannel(prefix), JSON.stringify({ jobId, status: 'partial' } satisfies JobEvent))
     .exec();
 }
 
-/** The job's stream entries after `afterId` ('0' from the start), oldest first. */
-export async function readJobStream(redis: Redis, prefix: string, jobId: string, afterId: string): Promise<{ id: string; entry: JobStreamEntry }[]> {
+/** Where a job's output is handed back to the API process answering for it (see the payload's `inline`). */
+export const inlineOutputKey = (prefix: string, objectKey: string) => `${prefix}:inline:${objectKey}`;
+/** long enough for a waiter that was woken to read it; what nobody read expires */
+export const INLINE_OUTPUT_TTL_S = 30;
+
+/** The job's partial images after `afterId` ('0' from the start), oldest first. */
+export async function readJobStream(redis: Redis, prefix: string, jobId: string, afterId: string): Promise<{ id: string; partial: PartialImageEntry }[]> {
   const rows = await redis.xrange(jobStreamKey(prefix, jobId), afterId === '0' ? '-' : `(${afterId}`, '+');
   return rows.flatMap(([id, fields]) => {
     const raw = fields[fields.indexOf('e') + 1];
-    const entry = raw ? (safeJson(raw) as JobStreamEntry | null) : null;
-    return entry ? [{ id, entry }] : [];
+    const partial = raw ? (safeJson(raw) as PartialImageEntry | null) : null;
+    return partial ? [{ id, partial }] : [];
   });
 }
 
@@ -57,6 +63,8 @@ export const isStreamId = (id: string) => /^\d{1,15}-\d{1,10}$/.test(id);
 export interface JobEventHub {
   /** resolves with the event, or null after timeoutMs; `abort` stops waiting early */
   waitFor(jobId: string, accept: (e: JobEvent) => boolean, timeoutMs: number, signal?: AbortSignal): Promise<JobEvent | null>;
+  /** every event of the job until `signal` aborts (a follower that must not miss one between two waits) */
+  listen(jobId: string, onEvent: (e: JobEvent) => void, signal: AbortSignal): void;
   waiting(): number;
   close(): Promise<void>;
 }
@@ -92,6 +100,20 @@ export async function createJobEventHub(subscriber: Redis, prefix: string): Prom
         set.add(notify);
         signal?.addEventListener('abort', onAbort, { once: true });
       });
+    },
+    listen(jobId, onEvent, signal) {
+      if (signal.aborted) return;
+      const set = waiters.get(jobId) ?? new Set<(e: JobEvent) => void>();
+      waiters.set(jobId, set);
+      set.add(onEvent);
+      signal.addEventListener(
+        'abort',
+        () => {
+          set.delete(onEvent);
+          if (set.size === 0) waiters.delete(jobId);
+        },
+        { once: true },
+      );
     },
     waiting: () => [...waiters.values()].reduce((n, s) => n + s.size, 0),
     async close() {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Response, Router } from 'express';
-import { isDependencyError, isFinal, type JobStatus, newId, notFound, RESULT_EXPIRED_ERROR, resultExpired, ServiceError } from '@image-edits/core';
+import { isDependencyError, isFinal, type JobStatus, type MediaSource, newId, notFound, RESULT_EXPIRED_ERROR, resultExpired, ServiceError } from '@image-edits/core';
 import { editHeaders, parseInput, type Prefer } from '@image-edits/core';
 import { getJob, getJobForKey, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
@@ -14,6 +14,7 @@ import { clientGone, MAX_WAIT_SECONDS } from './jobs';
 import { multipartUpload, releaseUploads, uploadedFiles } from '../uploads';
 import { type EarlyListener, listenForEnd, waitForJob } from '../use-cases/wait-for-job';
 import { type RetryNotes, retryNotes } from '../retry-attach';
+import { inlineOutputKey } from '@image-edits/queue';
 import { openEventStream } from '../sse';
 import { followJob } from '../use-cases/follow-job';
 
@@ -65,7 +66,7 @@ export function editsRouter(deps: ApiDeps): Router {
     const digest = isSync(prefer) ? createHash('sha256').update(await jsonDigest(req)).update(`\0${req.get('cancel-after') ?? ''}`).digest('hex') : undefined;
     if (await attached(req, res, digest, () => temps.release())) return;
     const early = listenBeforeSubmitting(deps, req, res, prefer);
-    const submitted = await early.submitting(() => submitJsonEdit(deps, req, res, temps, early.jobId));
+    const submitted = await early.submitting(() => submitJsonEdit(deps, req, res, temps, early.jobId, isSync(prefer)));
     recordJob(res, submitted.job.id);
     // as with multipart: a sync request holds neither the fetched files nor the (up to 68 MB) body while it waits
     temps.release();
@@ -86,6 +87,7 @@ export function editsRouter(deps: ApiDeps): Router {
         files: uploadedFiles(req),
         cancelAfter: req.get('cancel-after'),
         retention: keyRetention(res.locals, deps.config.env),
+        inlineResult: isSync(prefer),
       }),
     );
     recordJob(res, submitted.job.id);
@@ -99,11 +101,11 @@ export function editsRouter(deps: ApiDeps): Router {
 /** OpenAI's synchronous mode: no `Prefer: respond-async` and no `Prefer: wait=N` (those answer with the job object). */
 const isSync = (prefer: Prefer) => !prefer.respondAsync && prefer.wait === undefined;
 
-async function submitJsonEdit(deps: ApiDeps, req: Request, res: Response, temps: { add(path: string): void }, jobId: string): Promise<SubmittedEdit> {
+async function submitJsonEdit(deps: ApiDeps, req: Request, res: Response, temps: { add(path: string): void }, jobId: string, inlineResult: boolean): Promise<SubmittedEdit> {
   const key = apiKeyId(res.locals);
   const input = await resolveJsonEdit(deps, key, req.body, temps, clientGone(res));
   try {
-    return await submitEdit(deps, { jobId, apiKeyId: key, fields: input.fields, files: input.files, cancelAfter: req.get('cancel-after'), retention: keyRetention(res.locals, deps.config.env) });
+    return await submitEdit(deps, { jobId, apiKeyId: key, fields: input.fields, files: input.files, cancelAfter: req.get('cancel-after'), retention: keyRetention(res.locals, deps.config.env), inlineResult });
   } catch (err) {
     throw jsonFormError(err);
   }
@@ -211,7 +213,7 @@ async function respondWithJob(deps: ApiDeps, req: Request, res: Response, job: J
   if (done.status === 'succeeded') {
     // a replay or retry of a job whose images are gone (retention, DELETE): said so, never a 500
     if (resultExpired(done)) res.status(410).json({ error: RESULT_EXPIRED_ERROR });
-    else res.json(await editResponse(done, deps.store, ttl));
+    else res.json(await editResponse(done, handedBack(deps), ttl));
     return;
   }
   const status = done.error?.status ?? (done.status === 'canceled' ? 409 : done.status === 'expired' ? 408 : 500);
@@ -244,9 +246,8 @@ async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise
   let final = isFinal(job.status) ? job : null;
   if (!final) {
     for await (const item of followJob(deps, job.id, '0', stop, () => STREAM_TICK_MS)) {
-      const entry = item === 'tick' ? null : item.entry;
-      if (entry?.type === 'partial') {
-        const p = entry;
+      if (item !== 'tick' && item.kind === 'partial') {
+        const p = item.partial;
         sse.send('image_edit.partial_image', {
           type: 'image_edit.partial_image',
           b64_json: p.b64,
@@ -259,7 +260,7 @@ async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise
         });
         continue;
       }
-      if (!entry || isFinal(entry.status as JobStatus)) {
+      if (item === 'tick' || isFinal(item.status as JobStatus)) {
         final = await readFinal();
         if (final) break;
       }
@@ -273,7 +274,7 @@ async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise
   } else if (resultExpired(final)) {
     sse.send('error', { type: 'error', error: RESULT_EXPIRED_ERROR });
   } else if (final.status === 'succeeded') {
-    const body = await editResponse({ ...final, params: { ...final.params, response_format: 'b64_json' } }, deps.store, deps.config.env.SIGNED_URL_TTL_SECONDS);
+    const body = await editResponse({ ...final, params: { ...final.params, response_format: 'b64_json' } }, handedBack(deps), deps.config.env.SIGNED_URL_TTL_SECONDS);
     const data = body.data as { b64_json: string }[];
     for (const [i, out] of (final.outputs ?? []).entries()) {
       sse.send('image_edit.completed', {
@@ -292,6 +293,21 @@ async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise
     sse.send('error', { type: 'error', error: { param: null, ...error } });
   }
   sse.end();
+}
+
+/**
+ * The outputs as the worker handed them back for this answer (Redis, read once), else from S3: a
+ * synchronous or streamed answer in base64 then costs no S3 read (see the payload's `inline`).
+ */
+function handedBack(deps: ApiDeps): MediaSource {
+  const prefix = deps.config.env.QUEUE_PREFIX;
+  return {
+    presignGet: (key, ttl) => deps.store.presignGet(key, ttl),
+    async getBuffer(key) {
+      const bytes = await deps.redis.getdelBuffer(inlineOutputKey(prefix, key)).catch(() => null);
+      return bytes ?? deps.store.getBuffer(key);
+    },
+  };
 }
 
 const onlyJson: express.RequestHandler = (req, _res, next) => next(req.is('application/json') ? undefined : 'route');

@@ -1,6 +1,7 @@
 import { type Response, Router } from 'express';
 import { getJobQuery, invalidRequest, isDependencyError, isFinal, JOB_STATUSES, jobEventsHeaders, jobEventsQuery, jobIdParams, type JobStatus, listJobsQuery, MAX_WAIT_SECONDS, notFound, parseInput } from '@image-edits/core';
 import { getJob, getJobForKey, type JobRecord, listJobs } from '@image-edits/db';
+import { type PartialImageEntry, readJobStream } from '@image-edits/queue';
 import { openEventStream } from '../sse';
 import { followJob } from '../use-cases/follow-job';
 import type { ApiDeps } from '../deps';
@@ -26,7 +27,9 @@ export function jobsRouter(deps: ApiDeps): Router {
       createdAfter: q.created_after === undefined ? undefined : new Date(q.created_after * 1000),
       createdBefore: q.created_before === undefined ? undefined : new Date(q.created_before * 1000),
     });
-    const data = await Promise.all(page.jobs.map((j) => jobObject(j, deps.store, ttl)));
+    // a page of jobs links its images (fresh presigned URLs) rather than embedding them: a page of
+    // b64_json jobs would be tens of megabytes; GET /v1/jobs/{id} gives one job in its own format
+    const data = await Promise.all(page.jobs.map((j) => jobObject(j, deps.store, ttl, { urlsOnly: true })));
     res.json({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: page.hasMore });
   });
 
@@ -94,39 +97,55 @@ async function streamJobEvents(deps: ApiDeps, res: Response, job: JobRecord, las
     position = current.status === 'queued' ? await queuePosition(deps, current) : null;
     sse.send('status', { status: current.status, ...(current.status === 'queued' ? { queue_position: position } : {}) });
   };
+  const sendPartial = (id: string, p: PartialImageEntry) => {
+    lastId = id;
+    sse.send('partial_image', { partial_image_index: p.index, b64_json: p.b64, size: `${p.width}x${p.height}`, output_format: p.format }, id);
+  };
   const finish = async () => {
     sse.send('job', await jobObject(current, deps.store, ttl, { queuePosition: null }), lastId);
     sse.end();
   };
   await status();
-  if (isFinal(current.status) && lastEventId === undefined) return finish();
+  if (isFinal(current.status)) {
+    // a finished job: the partial images it had (after Last-Event-ID), then the job
+    for (const e of await readJobStream(deps.redis, deps.config.env.QUEUE_PREFIX, job.id, lastEventId ?? '0').catch(() => [])) sendPartial(e.id, e.partial);
+    return finish();
+  }
   for await (const item of followJob(deps, job.id, lastEventId ?? '0', gone, () => (current.status === 'queued' ? QUEUED_TICK_MS : RUNNING_TICK_MS))) {
-    if (item !== 'tick') {
-      lastId = item.id;
-      const entry = item.entry;
-      if (entry.type === 'partial') {
-        sse.send('partial_image', { partial_image_index: entry.index, b64_json: entry.b64, size: `${entry.width}x${entry.height}`, output_format: entry.format }, item.id);
-        continue;
-      }
-      sse.send('status', { status: entry.status }, item.id);
-      if (!isFinal(entry.status as JobStatus)) {
-        if (JOB_STATUSES.includes(entry.status as JobStatus)) current = { ...current, status: entry.status as JobStatus };
-        continue;
-      }
+    if (item !== 'tick' && item.kind === 'partial') {
+      sendPartial(item.id, item.partial);
+      continue;
     }
-    // a final event, or time passed: the row says where the job is (an event may have been lost)
+    if (item !== 'tick' && !isFinal(item.status as JobStatus)) {
+      if (JOB_STATUSES.includes(item.status as JobStatus) && item.status !== current.status) {
+        current = { ...current, status: item.status as JobStatus };
+        await status();
+      }
+      continue;
+    }
+    // a final event, or time passed: the row says where the job is (an announcement may have been lost)
     const row = await getJob(deps.db, job.id).catch((err: unknown) => {
       if (isDependencyError(err)) return null;
       throw err;
     });
-    if (row) current = row;
-    if (isFinal(current.status)) return finish();
+    if (row) {
+      const moved = row.status !== current.status;
+      current = row;
+      if (isFinal(current.status)) {
+        await status();
+        return finish();
+      }
+      if (moved) {
+        await status();
+        continue;
+      }
+    }
     if (current.status === 'queued') {
       const before = position;
       position = await queuePosition(deps, current);
       if (position !== before) sse.send('status', { status: 'queued', queue_position: position });
       else sse.comment('keep-alive');
-    } else if (item === 'tick') sse.comment('keep-alive');
+    } else sse.comment('keep-alive');
   }
   sse.end();
 }
