@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { openSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -116,6 +116,7 @@ async function startStack(opts: { workers: number; latencyMs: number; env?: Reco
     spawnWorker,
     async stop() {
       for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+      closeSync(logFile);
       await Promise.all([pg.close(), redis.close(), s3.close(), fake.close()]);
       await db.$disconnect();
       await testEnv.cleanup();
