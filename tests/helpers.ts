@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import type { ObjectStore } from '@image-edits/storage';
 import sharp from 'sharp';
 
@@ -50,3 +51,15 @@ export async function allKeys(store: Pick<ObjectStore, 'listKeys'>, prefix: stri
     after = page.keys.at(-1);
   }
 }
+
+/** Waits until `cond` holds, checking every 50 ms; fails after `timeoutMs`. */
+export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Resolves with a child process's exit code once it has exited. */
+export const exited = (c: ChildProcess) => new Promise<number | null>((resolve) => (c.exitCode !== null ? resolve(c.exitCode) : c.once('exit', (code) => resolve(code))));

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { deleteRedisPrefix, type FakeFal, type FakeOpenAI, makeMask, makePng, startFakeFal, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
 import { startWorker } from '@image-edits/worker';
-import { editForm, pollJob, post } from './helpers';
+import { editForm, exited, pollJob, post, until } from './helpers';
 
 /** Nothing is lost: a killed worker, a Redis that forgot its jobs, a worker asked to stop. */
 const ROOT = path.resolve(__dirname, '..');
@@ -33,15 +33,6 @@ function spawnWorker(env: Record<string, string>): ChildProcess {
   return child;
 }
 
-async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const exited = (c: ChildProcess) => new Promise<number | null>((resolve) => (c.exitCode !== null ? resolve(c.exitCode) : c.once('exit', (code) => resolve(code))));
 
 async function submitDalle(s: TestService): Promise<string> {
   const hole = { x: 16, y: 16, width: 16, height: 16 };

@@ -5,7 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { type FakeOpenAI, makeMask, makePng, startFakeOpenAI, startTestService, type TestService } from '@image-edits/testing';
-import { editForm, pollJob, post } from './helpers';
+import { editForm, exited, pollJob, post, until } from './helpers';
 
 /**
  * Shutdown as deployed: `npm run start:worker` / `npm run start:api` exactly as a process manager
@@ -81,15 +81,6 @@ function expectNodeDirectlyUnderNpm(npm: ChildProcess, entry: string): void {
   expect(childPids(kids[0]!)).toEqual([]);
 }
 
-async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const exited = (c: ChildProcess) => new Promise<number | null>((resolve) => (c.exitCode !== null ? resolve(c.exitCode) : c.once('exit', (code) => resolve(code))));
 const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
 
 async function dalleForm(): Promise<FormData> {
