@@ -158,6 +158,9 @@ async function newEnv(name: string): Promise<{ testEnv: TestEnv; apiKey: string;
 }
 
 function profileDir(): string {
+  // BENCH_KEEP_PROFILES=<dir>: the profiles are written there and kept (for reading them in DevTools)
+  const keep = process.env.BENCH_KEEP_PROFILES;
+  if (keep) return mkdtempSync(path.join(keep, 'prof-'));
   const dir = mkdtempSync(path.join(os.tmpdir(), 'image-edits-bench-prof-'));
   defer('profile dir', async () => rmSync(dir, { recursive: true, force: true }));
   return dir;
@@ -468,7 +471,9 @@ async function benchDrain(latencyMs: number, image: Buffer, mask: Buffer): Promi
   await api.child.stop();
 
   // the service's worker at its defaults
-  const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, await freePort())));
+  // BENCH_DRAIN_PROFILE=<dir>: the worker runs under --cpu-prof (for working on it; its timings are then not comparable)
+  const profDir = process.env.BENCH_DRAIN_PROFILE;
+  const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, await freePort()), profDir ? profileArgs(profDir) : []));
   const mem = sampleMemory(worker.pid, 200);
   const cpu = cpuWindow(worker.pid, { s3rver: s3.pid });
   log(`   service worker draining (${DRAIN.jobs} jobs)`);
@@ -505,7 +510,7 @@ async function benchDrain(latencyMs: number, image: Buffer, mask: Buffer): Promi
       UPSTREAM_URL: fake.url,
       UPSTREAM_KEY: FAKE_KEY,
       CONCURRENCY: String(inFlight),
-    }),
+    }, profDir ? profileArgs(profDir) : []),
   );
   const bareMem = sampleMemory(bare.pid, 200);
   log(`   bare worker draining (${DRAIN.jobs} jobs, ${inFlight} in flight)`);
@@ -792,6 +797,7 @@ async function main(): Promise<void> {
     else if (only === 'memory') await scoped(() => benchMemory(fake, baselineDir));
     else if (only === 'batches') for (const latencyMs of BATCH.latenciesMs) await scoped(() => benchBatch(latencyMs, image));
     else if (only === 'drain-big') await scoped(() => benchDrainBigInputs());
+    else if (only === 'drain0') await scoped(() => benchDrain(0, image, mask));
     else if (only === 'drain') {
       for (const latencyMs of DRAIN.latenciesMs) await scoped(() => benchDrain(latencyMs, image, mask));
       await scoped(() => benchDrainBigInputs());

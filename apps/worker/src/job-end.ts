@@ -27,7 +27,7 @@ export async function failJob(deps: JobEndDeps, jobId: string, error: JobError, 
   const finished = await markFailed(deps.db, jobId, error);
   if (!finished) return false;
   deps.metrics?.jobsFinished.inc({ status: 'failed', provider: job.provider, model: job.model, code: error.code });
-  await announceEnd(deps, jobId, 'failed');
+  await announceEnd(deps, jobId, 'failed', finished.hasWebhookTargets);
   await deps.store.deletePrefix(outputPrefix(jobId)).catch((err: unknown) => deps.logger.warn({ err, jobId }, 'outputs of a failed job not deleted'));
   await onJobFinished(deps, finished);
   return true;
@@ -36,11 +36,12 @@ export async function failJob(deps: JobEndDeps, jobId: string, error: JobError, 
 /**
  * After a final state is committed: the event on Redis (waiters) and the webhook rows. Neither may
  * undo the commit: a lost event is caught by the waiters' periodic re-read, a lost webhook by the
- * reconciler's announcement of missed events.
+ * reconciler's announcement of missed events. `hasWebhookTargets` (from the committing statement)
+ * false: no webhook row is due, and none is looked for.
  */
-export async function announceEnd(deps: Omit<JobEndDeps, 'store' | 'batchQueue'>, jobId: string, status: 'succeeded' | 'failed'): Promise<void> {
+export async function announceEnd(deps: Omit<JobEndDeps, 'store' | 'batchQueue'>, jobId: string, status: 'succeeded' | 'failed', hasWebhookTargets: boolean): Promise<void> {
   await publishJobEvent(deps.redis, deps.prefix, { jobId, status }).catch((err: unknown) => deps.logger.warn({ err, jobId }, 'job event not published; waiters re-read the row'));
-  await emitWebhooks(deps, jobId, `job.${status}`);
+  if (hasWebhookTargets) await emitWebhooks(deps, jobId, `job.${status}`);
 }
 
 /** The job's state is already committed: a webhook hiccup is logged, never turned into a job failure. */

@@ -6,7 +6,7 @@ import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, typ
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import sharp from 'sharp';
+import { imageSize } from 'image-size';
 import { onJobFinished } from './batches/deps';
 import { type ByteBudget, jobFootprint } from './byte-budget';
 import { announceEnd, emitWebhooks, failJob } from './job-end';
@@ -123,7 +123,7 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
   await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' }).catch((err: unknown) => log.warn({ err }, 'job event not published'));
   // only the first start is news (and only to those who asked for job.started); recorded while the
   // inputs load, settled before the provider is called (never rejects: failures are logged)
-  const announced = job.attempts === 1 && !ctx.payload.outage ? emitWebhooks(deps, jobId, 'job.started') : undefined;
+  const announced = job.attempts === 1 && !ctx.payload.outage && job.hasWebhookTargets ? emitWebhooks(deps, jobId, 'job.started') : undefined;
 
   const target = job.targets[targetIndex];
   const provider = target ? deps.providers.get(target.provider) : undefined;
@@ -204,12 +204,10 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     const outputs = await Promise.all(
       result.images.map(async (img, i) => {
         const key = outputKey(jobId, i, extensionFor(img.format));
-        // the header is read while the bytes travel to S3
-        const [meta] = await Promise.all([
-          sharp(img.data).metadata(),
-          keepTrying(deps, log, 'storing an output', () => deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length })),
-        ]);
-        return { key, format: img.format, bytes: img.data.length, width: meta.width ?? 0, height: meta.height ?? 0, ...(img.revisedPrompt ? { revisedPrompt: img.revisedPrompt } : {}) };
+        // the size from the header alone (a pure read of a few bytes: sharp's pipeline cost more per job than any other step of ours)
+        const { width, height } = imageSize(img.data);
+        await keepTrying(deps, log, 'storing an output', () => deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length }));
+        return { key, format: img.format, bytes: img.data.length, width, height, ...(img.revisedPrompt ? { revisedPrompt: img.revisedPrompt } : {}) };
       }),
     );
     const costUsd = editCost(target.price, { quality: p.quality, outputs, usage: result.usage });
@@ -226,7 +224,7 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       deps.metrics.jobsFinished.inc({ status: 'succeeded', ...labels, code: '' });
       // a client waiting on the line for base64 gets the bytes we hold, not an S3 read (before it is woken)
       if (ctx.payload.inline && (p.response_format === 'b64_json' || p.stream)) await handBack(deps, outputs, result.images, log);
-      await announceEnd(deps, jobId, 'succeeded');
+      await announceEnd(deps, jobId, 'succeeded', won.hasWebhookTargets);
       await onJobFinished(deps, won);
     } else if ((await keepTrying(deps, log, 'reading the job', () => getJob(deps.db, jobId)))?.status === 'canceled') {
       // canceled between the provider's answer and the commit: nothing of it may stay
@@ -295,8 +293,8 @@ async function handBack(deps: WorkerDeps, outputs: { key: string }[], images: { 
 /** A partial image is news, not state: one that cannot be relayed is dropped (the completed image follows). */
 async function relayPartial(deps: WorkerDeps, jobId: string, partial: PartialImage, log: Logger): Promise<void> {
   try {
-    const meta = await sharp(partial.data).metadata();
-    await publishPartialImage(deps.redis, deps.prefix, jobId, { index: partial.index, b64: partial.data.toString('base64'), format: partial.format, width: meta.width ?? 0, height: meta.height ?? 0 });
+    const { width, height } = imageSize(partial.data);
+    await publishPartialImage(deps.redis, deps.prefix, jobId, { index: partial.index, b64: partial.data.toString('base64'), format: partial.format, width, height });
   } catch (err) {
     log.warn({ err, index: partial.index }, 'partial image not relayed');
   }

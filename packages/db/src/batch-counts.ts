@@ -42,8 +42,19 @@ export interface Finished {
   batchSettled: boolean;
 }
 
+/** A job moved to a final state by markSucceeded / markFailed. */
+export interface FinishedJob extends Finished {
+  /** the job has anywhere to send its events (its own webhook, or its key's live endpoints); false spares the event's query */
+  hasWebhookTargets: boolean;
+}
+
 export function finishedFrom(rows: { batch_id: string | null; settled: boolean | null }[]): Finished | null {
   const r = rows[0];
   return r ? { batchId: r.batch_id, batchSettled: r.settled === true } : null;
+}
+
+export function finishedJobFrom(rows: { batch_id: string | null; settled: boolean | null; has_webhook_targets: boolean }[]): FinishedJob | null {
+  const r = rows[0];
+  return r ? { batchId: r.batch_id, batchSettled: r.settled === true, hasWebhookTargets: r.has_webhook_targets === true } : null;
 }
 

@@ -1,7 +1,7 @@
 import { type EditParams, type JobError, type JobInputs, type JobStatus, type JobTarget, movableFrom, newId, type StoredImage, type TokenUsage } from '@image-edits/core';
 import type { Db } from './client';
 import { Prisma } from './generated/prisma/client';
-import { bumpBatch, type Finished, finishedFrom } from './batch-counts';
+import { bumpBatch, type Finished, type FinishedJob, finishedFrom, finishedJobFrom } from './batch-counts';
 
 /** A job row with its JSON columns typed. */
 export interface JobRecord {
@@ -216,20 +216,28 @@ function fromRawRowWithUsage(r: RawJobWithUsage): JobRecord {
  * queued (or in_progress, after a crash or a retry) → in_progress, counting the attempt. Null when
  * the job may not run, or is no longer on `targetIndex` (a stale queue entry after a fallback).
  */
-export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<JobRecord | null> {
+/**
+ * Whether a moved `jobs` row has anywhere to send its events (its own webhook, or, not being a batch
+ * child, a live endpoint of its key), the same test as emitJobEvent's query. Answered inside the
+ * statement that moves the job, so that the many jobs with none cost no extra query per event.
+ */
+const hasWebhookTargets = Prisma.sql`(jobs.webhook_url IS NOT NULL OR (jobs.batch_id IS NULL AND EXISTS (
+  SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = jobs.api_key_id AND e.deleted_at IS NULL AND e.disabled_at IS NULL)))`;
+
+export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<(JobRecord & { hasWebhookTargets: boolean }) | null> {
   // one statement, one round trip (this is on every job's critical path); a job past its deadline
   // never starts: the deadline sweep expires it. started_at is stamped by the first attempt only.
   // A batch child of a batch being cancelled (or past its window) never starts either (one already
   // running goes on): the batch's stop step cancels it.
   const now = new Date();
-  const rows = await db.$queryRaw<RawJobRow[]>`
+  const rows = await db.$queryRaw<(RawJobRow & { has_webhook_targets: boolean })[]>`
     UPDATE jobs SET status = 'in_progress', attempts = attempts + 1, started_at = COALESCE(started_at, ${now}), updated_at = ${now}
     WHERE id = ${id} AND target_index = ${targetIndex} AND status::text = ANY(${movableFrom('in_progress')}::text[])
       AND (deadline_at IS NULL OR deadline_at > ${now})
       AND (batch_id IS NULL OR status = 'in_progress'
            OR NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = jobs.batch_id AND (b.status = 'cancelling' OR b.expired_at IS NOT NULL)))
-    RETURNING *`;
-  return rows[0] ? fromRawRow(rows[0]) : null;
+    RETURNING *, ${hasWebhookTargets} AS has_webhook_targets`;
+  return rows[0] ? { ...fromRawRow(rows[0]), hasWebhookTargets: rows[0].has_webhook_targets === true } : null;
 }
 
 /** A `jobs` row as raw SQL returns it (snake_case columns). */
@@ -319,17 +327,17 @@ export interface SuccessInput {
  * is counted on its batch in the same statement. Null when the job was no longer in progress
  * (canceled meanwhile, or another attempt already finished it).
  */
-export async function markSucceeded(db: Db, id: string, input: SuccessInput): Promise<Finished | null> {
+export async function markSucceeded(db: Db, id: string, input: SuccessInput): Promise<FinishedJob | null> {
   // one statement (atomic on its own): the row moves only if still in progress, and the usage row
   // is written only if it moved, so a job is billed once however many attempts race to finish it
   const now = new Date();
   const job = input.job;
   const u = input.usage;
-  const rows = await db.$queryRaw<{ job_id: string; batch_id: string | null; settled: boolean | null }[]>`
+  const rows = await db.$queryRaw<{ job_id: string; batch_id: string | null; settled: boolean | null; has_webhook_targets: boolean }[]>`
     WITH moved AS (
       UPDATE jobs SET status = 'succeeded', outputs = ${JSON.stringify(input.outputs)}::jsonb, completed_at = ${now}, updated_at = ${now}
       WHERE id = ${id} AND status::text = ANY(${movableFrom('succeeded')}::text[])
-      RETURNING id, batch_id
+      RETURNING id, batch_id, ${hasWebhookTargets} AS has_webhook_targets
     ), billed AS (
       INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, details, size, quality, cost_usd, created_at, source)
       SELECT ${newId('usage')}, moved.id, ${job.apiKeyId}, ${job.model}, ${job.provider}, ${u.images}, ${u.inputTokens ?? null}::int, ${u.outputTokens ?? null}::int,
@@ -338,8 +346,8 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
       FROM moved
       RETURNING job_id
     ), ${bumpBatch('completed', now)}
-    SELECT moved.id AS job_id, moved.batch_id, (SELECT settled FROM bumped) AS settled FROM moved`;
-  return finishedFrom(rows);
+    SELECT moved.id AS job_id, moved.batch_id, moved.has_webhook_targets, (SELECT settled FROM bumped) AS settled FROM moved`;
+  return finishedJobFrom(rows);
 }
 
 /**
@@ -356,16 +364,16 @@ export async function moveToNextTarget(db: Db, id: string, fromIndex: number, ne
 }
 
 /** → failed (a batch child is counted on its batch in the same statement); null when the job was already final. */
-export async function markFailed(db: Db, id: string, error: JobError): Promise<Finished | null> {
+export async function markFailed(db: Db, id: string, error: JobError): Promise<FinishedJob | null> {
   const now = new Date();
-  const rows = await db.$queryRaw<{ batch_id: string | null; settled: boolean | null }[]>`
+  const rows = await db.$queryRaw<{ batch_id: string | null; settled: boolean | null; has_webhook_targets: boolean }[]>`
     WITH moved AS (
       UPDATE jobs SET status = 'failed', error = ${JSON.stringify(error)}::jsonb, completed_at = ${now}, updated_at = ${now}
       WHERE id = ${id} AND status::text = ANY(${movableFrom('failed')}::text[])
-      RETURNING id, batch_id
+      RETURNING id, batch_id, ${hasWebhookTargets} AS has_webhook_targets
     ), ${bumpBatch('failed', now)}
-    SELECT moved.batch_id, (SELECT settled FROM bumped) AS settled FROM moved`;
-  return finishedFrom(rows);
+    SELECT moved.batch_id, moved.has_webhook_targets, (SELECT settled FROM bumped) AS settled FROM moved`;
+  return finishedJobFrom(rows);
 }
 
 /**
