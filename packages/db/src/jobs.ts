@@ -1,5 +1,5 @@
 import { type EditParams, type JobError, type JobInputs, type JobStatus, type JobTarget, movableFrom, newId, type StoredImage, type TokenUsage } from '@image-edits/core';
-import type { Db } from './client';
+import { type Db, sendRaw } from './client';
 import { Prisma } from './generated/prisma/client';
 import { bumpBatch, type Finished, type FinishedJob, finishedFrom, finishedJobFrom } from './batch-counts';
 
@@ -114,10 +114,10 @@ export interface NewJob {
 const DEFAULT_RETENTION = { inputSeconds: 3600, resultSeconds: 604_800 };
 
 export async function insertJob(db: Db, job: NewJob): Promise<JobRecord> {
-  // One raw INSERT: Prisma's create spends several times its round trip in CPU, on the API's hottest
-  // path. Timestamps come from this clock, as with Prisma's create (@default(now()), @updatedAt).
+  // One INSERT, past Prisma (sendRaw): its handling spends several times the round trip in CPU, on the
+  // API's hottest path. Timestamps come from this clock, as with Prisma's create (@default(now()), @updatedAt).
   const record = newJobRecord(job, new Date());
-  await db.$executeRaw`INSERT INTO jobs ${JOB_COLUMNS} VALUES ${jobValues(record, job)}`;
+  await sendRaw(db, Prisma.sql`INSERT INTO jobs ${JOB_COLUMNS} VALUES ${jobValues(record, job)}`);
   return record;
 }
 
@@ -329,11 +329,14 @@ export interface SuccessInput {
  */
 export async function markSucceeded(db: Db, id: string, input: SuccessInput): Promise<FinishedJob | null> {
   // one statement (atomic on its own): the row moves only if still in progress, and the usage row
-  // is written only if it moved, so a job is billed once however many attempts race to finish it
+  // is written only if it moved, so a job is billed once however many attempts race to finish it.
+  // Past Prisma (sendRaw): every job ends here, and its answer is text and booleans
   const now = new Date();
   const job = input.job;
   const u = input.usage;
-  const rows = await db.$queryRaw<{ job_id: string; batch_id: string | null; settled: boolean | null; has_webhook_targets: boolean }[]>`
+  const rows = await sendRaw<{ job_id: string; batch_id: string | null; settled: boolean | null; has_webhook_targets: boolean }>(
+    db,
+    Prisma.sql`
     WITH moved AS (
       UPDATE jobs SET status = 'succeeded', outputs = ${JSON.stringify(input.outputs)}::jsonb, completed_at = ${now}, updated_at = ${now}
       WHERE id = ${id} AND status::text = ANY(${movableFrom('succeeded')}::text[])
@@ -346,7 +349,8 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
       FROM moved
       RETURNING job_id
     ), ${bumpBatch('completed', now)}
-    SELECT moved.id AS job_id, moved.batch_id, moved.has_webhook_targets, (SELECT settled FROM bumped) AS settled FROM moved`;
+    SELECT moved.id AS job_id, moved.batch_id, moved.has_webhook_targets, (SELECT settled FROM bumped) AS settled FROM moved`,
+  );
   return finishedJobFrom(rows);
 }
 

@@ -22,6 +22,7 @@ import {
 import { type Db, insertJob, type JobRecord, type NewJob } from '@image-edits/db';
 import type { EditQueue } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey, jobPrefix, ObjectNotFoundError, type ObjectStore } from '@image-edits/storage';
+import { headerFacts } from './header-facts';
 import { type EditInputFile, isImageField, type UploadedFile } from './inputs';
 
 /** What accepting an edit touches; the API's and the worker's dependencies both fit. */
@@ -175,6 +176,9 @@ function byImageIndex(a: UploadedFile, b: UploadedFile): number {
 
 async function readFacts(file: EditInputFile): Promise<ImageFacts> {
   if (file.facts) return { ...file.facts, field: file.field, bytes: file.size };
+  // bytes in memory: the header read in JS (header-facts.ts); a spooled upload, or anything unusual, asks sharp
+  const quick = file.buffer ? headerFacts(file.buffer) : undefined;
+  if (quick) return { field: file.field, ...quick, bytes: file.size };
   try {
     // metadata reads the header only: no pixels are decoded, so a decompression bomb costs nothing here
     const meta = await sharp(source(file)).metadata();

@@ -75,6 +75,17 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     // caller for good; requestTimeout is the socket's idle time, not the length of a transfer
     requestHandler: { connectionTimeout: 3000, requestTimeout: 20_000 },
   });
+  // Bytes in memory are signed UNSIGNED-PAYLOAD, as the SDK already signs every streamed body (a
+  // spooled upload, a multipart part): hashing each body with SHA-256 for the signature was the
+  // largest single CPU cost of a put. The Content-Length stays signed; TLS guards the bytes to S3.
+  client.middlewareStack.add(
+    (next) => (args) => {
+      const request = args.request as { headers?: Record<string, string>; body?: unknown } | undefined;
+      if (request?.headers && request.body instanceof Uint8Array) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      return next(args);
+    },
+    { step: 'build', name: 'unsignedPayloadForBytes' },
+  );
   const Bucket = cfg.bucket;
   /**
    * One page of keys after `after` (ListObjects with a marker). Not ListObjectsV2: s3rver (the
