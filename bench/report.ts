@@ -37,6 +37,21 @@ export interface SyncMeasurement {
   profile: { requests: number; api: CpuAttribution; worker: CpuAttribution } | undefined;
   /** the infrastructure steps of one sync edit, each timed alone (bench/floor.ts) */
   floor: FloorStep[] | undefined;
+  /** the same requests at a higher concurrency, against the same processes */
+  c8: SyncConcurrentMeasurement;
+}
+
+/** Sync throughput with several requests in flight: direct and service in alternating rounds, pooled. */
+export interface SyncConcurrentMeasurement {
+  warmup: number;
+  total: number;
+  concurrency: number;
+  rounds: number;
+  direct: LoadResult;
+  service: LoadResult;
+  /** during the direct rounds: the API, worker and s3rver idle, the bench process (client and fake) working */
+  directCpu: CpuUse;
+  serviceCpu: CpuUse;
 }
 
 export interface UploadMemory {
@@ -168,6 +183,8 @@ copies the S3 read and the SDK's request hold, plus 2 MB per output); the rest w
 export const SUBMIT_GOAL_RATIO = 0.5;
 const floorMs = (steps: FloorStep[]) => steps.reduce((n, f) => n + f.p50, 0);
 export const SYNC_GOAL_OVERHEAD_MS = 25;
+/** sync edits per second at c=8, against the fake upstream called directly at c=8 */
+export const SYNC8_GOAL_RATIO = 0.35;
 export const RSS_GOAL_BYTES = 400 * 1024 * 1024;
 /** A fan-out holds one chunk at a time: the live heap of the API and the worker may grow by at most this during a 50,000-line batch. */
 export const BATCH_HEAP_GROWTH_GOAL_BYTES = 64 * 1024 * 1024;
@@ -187,13 +204,15 @@ interface Row {
 const yes = (ok: boolean, clean: boolean) => (!clean ? 'no (errors)' : ok ? 'yes' : '**no**');
 const clean = (...runs: LoadResult[]) => runs.every((r) => r.errors === 0);
 
-export function verdicts(r: BenchResults): { submit: boolean; sync: boolean; memory: boolean } {
+export function verdicts(r: BenchResults): { submit: boolean; sync: boolean; sync8: boolean; memory: boolean } {
   const s = r.submit;
   const sy = r.sync;
+  const c8 = sy.c8;
   const m = r.memory;
   return {
     submit: clean(s.service, s.baseline) && s.service.rate / s.baseline.rate >= SUBMIT_GOAL_RATIO,
     sync: clean(sy.service, sy.direct) && summarize(sy.service.latencies).p50 - summarize(sy.direct.latencies).p50 < SYNC_GOAL_OVERHEAD_MS,
+    sync8: clean(c8.service, c8.direct) && c8.service.rate / c8.direct.rate >= SYNC8_GOAL_RATIO,
     memory: clean(m.service.load, m.baseline.load) && m.service.after.hwm < RSS_GOAL_BYTES,
   };
 }
@@ -247,6 +266,14 @@ export function summaryRows(r: BenchResults): Row[] {
         ]
       : []),
     { metric: 'Sync edit latency p99', service: fmtMs(ySvc.p99), baseline: fmtMs(yDirect.p99), ratio: fmtRatio(ySvc.p99 / yDirect.p99), goal: '—', met: '—' },
+    {
+      metric: `Sync edits per second at c=${y.c8.concurrency} (service vs the fake upstream called directly)`,
+      service: `${y.c8.service.rate.toFixed(1)}/s`,
+      baseline: `${y.c8.direct.rate.toFixed(1)}/s`,
+      ratio: fmtRatio(y.c8.service.rate / y.c8.direct.rate),
+      goal: `≥ ${SYNC8_GOAL_RATIO}× direct`,
+      met: yes(v.sync8, clean(y.c8.service, y.c8.direct)),
+    },
     {
       metric: `Peak RSS (VmHWM) of the API process, ${m.uploads} concurrent ${fmtMB(m.fileBytes)} uploads`,
       service: fmtMB(m.service.after.hwm),
@@ -418,7 +445,7 @@ Largest single owners: ${topOwners(s.profile.api)}.
 }
 ## 2. Sync mode overhead over the upstream
 
-Sequential (1 in flight) requests with the same multipart body (model \`dall-e-2\`, 1024×1024 image + mask,
+First sequential (1 in flight) requests with the same multipart body (model \`dall-e-2\`, 1024×1024 image + mask,
 \`size=1024x1024\`, \`n=1\`, \`response_format=b64_json\`; ${(y.bodyBytes / 1024).toFixed(0)} KB), ${y.warmup} warm-up requests then ${y.total} measured:
 
 - (a) direct: POST to the fake OpenAI's \`/v1/images/edits\` (\`packages/testing/src/fake-openai.ts\`, no scripted
@@ -470,6 +497,7 @@ Largest single owners: API: ${topOwners(y.profile.api)}; worker: ${topOwners(y.p
 `
     : 'The profiled pass failed in this run; no CPU attribution.\n'
 }
+${syncConcurrentMarkdown(y.c8, mc.cores)}
 ## 3. Memory with ${m.uploads} concurrent large uploads
 
 ${m.uploads} concurrent uploads of one ${(m.fileBytes / 1024 / 1024).toFixed(1)} MB PNG (random pixels, 2600×2600 RGBA, zlib level 0)
@@ -490,6 +518,30 @@ ${drainMarkdown(r)}
 ## Notes
 
 ${notes.map((n) => `- ${n}`).join('\n')}
+`;
+}
+
+/** Section 2's throughput part: sync edits per second with several requests in flight. */
+function syncConcurrentMarkdown(c: SyncConcurrentMeasurement, cores: number): string {
+  const row = (name: string, r: LoadResult) => {
+    const l = summarize(r.latencies);
+    return [name, String(r.ok), String(r.errors), `${(r.elapsedMs / 1000).toFixed(2)} s`, `${r.rate.toFixed(1)}/s`, fmtMs(l.p50), fmtMs(l.p99)];
+  };
+  const benchBusy = (100 * c.directCpu.bench) / c.directCpu.wall;
+  return `### Sync edits per second at c=${c.concurrency}
+
+Against the same API, worker and s3rver processes as (b) (before the profiled pass), the same two kinds of request with ${c.concurrency} in flight: ${c.warmup} warm-up
+requests to each, then ${c.total} measured per side in ${c.rounds} alternating rounds ((a), (b), (a), ...), pooled. This measures
+throughput, sync edits answered per second, against what the fake upstream answers per second when called directly at the same
+concurrency (goal: ≥ ${SYNC8_GOAL_RATIO}× direct).
+
+${table(['run', 'ok', 'errors', 'wall time', 'rate', 'p50', 'p99'], [row(`(a) fake upstream directly, c=${c.concurrency}`, c.direct), row(`(b) service, sync, c=${c.concurrency}`, c.service)])}
+${errorsNote([[`direct, c=${c.concurrency}`, c.direct], [`service, c=${c.concurrency}`, c.service]])}
+During (a) the API, worker and s3rver sit idle and the work is the bench process's, which holds both the load client and the
+fake upstream: ${((1000 * c.directCpu.bench) / c.direct.ok).toFixed(1)} ms of CPU per request, ${benchBusy.toFixed(0)}% of one core (all its threads; its JavaScript runs on one).
+CPU time per request during (b):
+
+${cpuTable([[`service, sync, c=${c.concurrency}`, c.serviceCpu, c.service.ok]], cores)}
 `;
 }
 

@@ -3,10 +3,10 @@
  * and writes docs/benchmarks.md. Everything runs on 127.0.0.1: fresh test databases / BullMQ prefixes /
  * s3rver buckets (packages/testing's createTestEnv), the fake OpenAI upstream, and child processes for
  * the API, the worker and the baseline server. All loops are bounded; everything is torn down at the end,
- * on failure and on Ctrl-C. Sections: 1. async submission, 2. sync overhead, 3. memory under large uploads,
- * 4. batch submission and fan-out (50,000 lines at zero and 2 s upstream latency), 5. draining a
- * 2,000-job backlog with one worker against a bare BullMQ worker (0 and 2 s), and its memory with 16 MB
- * inputs. `BENCH_ONLY=submit|sync|memory|batches|drain` runs one section alone, without writing the report.
+ * on failure and on Ctrl-C. Sections: 1. async submission, 2. sync overhead (c=1) and sync edits per
+ * second (c=8), 3. memory under large uploads, 4. batch submission and fan-out (50,000 lines at zero and
+ * 2 s upstream latency), 5. draining a 2,000-job backlog with one worker against a bare BullMQ worker
+ * (0 and 2 s), and its memory with 16 MB inputs. `BENCH_ONLY=submit|sync|memory|batches|drain` runs one section alone, without writing the report.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdtempSync, openAsBlob, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +33,7 @@ import {
   renderMarkdown,
   type SubmitMeasurement,
   summaryRows,
+  SYNC8_GOAL_RATIO,
   type SyncMeasurement,
   type SyncPhase,
   type UploadMemory,
@@ -44,6 +45,8 @@ import { fmtMB, fmtMs, summarize } from './stats';
 
 const SUBMIT = { warmup: 30, total: 500, concurrency: 32, rounds: 2 };
 const SYNC = { warmup: 15, total: 100 };
+/** 2. at c=8, the issue's production shape: direct and service in alternating rounds, as in 1 */
+const SYNC8 = { warmup: 16, total: 240, concurrency: 8, rounds: 2 };
 /** requests in the separate, profiled passes (their timings are not reported, only where the CPU went) */
 const PROFILED = { submit: 250, sync: 50 };
 const UPLOADS = { count: 64, warmup: 2, side: 2600 };
@@ -336,6 +339,36 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
   log(`   ${line('service (sync)', service)}  ${cpuLine(serviceCpu, service.ok)}`);
   fake.reset();
   const phases = await syncPhases(testEnv, answered, arrivals);
+
+  // c=8 against the same processes; rounds alternate (direct, service, direct, ...) so that a
+  // disturbance from outside does not land on one side only
+  const at8 = (url: string, headers: Record<string, string>, total: number) =>
+    runLoad({ url, body, headers, total, concurrency: SYNC8.concurrency, expectStatus: 200, timeoutMs: 60_000 });
+  log(`2. sync at c=${SYNC8.concurrency}: warm-up (${SYNC8.warmup} each)`);
+  await at8(directUrl, directHeaders, SYNC8.warmup);
+  await at8(svcUrl, svcHeaders, SYNC8.warmup);
+  fake.reset();
+  const runs8: { direct: [LoadResult, CpuUse][]; service: [LoadResult, CpuUse][] } = { direct: [], service: [] };
+  const per8 = Math.ceil(SYNC8.total / SYNC8.rounds);
+  const pids = { worker: worker.pid, s3rver: s3.pid };
+  for (let round = 0; round < SYNC8.rounds; round++) {
+    log(`2. sync at c=${SYNC8.concurrency}: round ${round + 1}/${SYNC8.rounds}, ${per8} requests to the fake upstream directly, then ${per8} sync requests to the service`);
+    // the direct side's CPU too: there the bench process (load client and fake upstream) does all the work
+    let cpu8 = cpuWindow(api.child.pid, pids);
+    runs8.direct.push([await at8(directUrl, directHeaders, per8), cpu8()]);
+    fake.reset();
+    cpu8 = cpuWindow(api.child.pid, pids);
+    runs8.service.push([await at8(svcUrl, svcHeaders, per8), cpu8()]);
+    fake.reset();
+  }
+  const direct8 = mergeLoad(runs8.direct.map(([r]) => r));
+  const direct8Cpu = mergeCpu(runs8.direct.map(([, c]) => c));
+  const service8 = mergeLoad(runs8.service.map(([r]) => r));
+  const service8Cpu = mergeCpu(runs8.service.map(([, c]) => c));
+  const machineBusy = (c: CpuUse) => (100 * (c.server + c.bench + c.others + Object.values(c.extra).reduce((a, b) => a + b, 0))) / (c.wall * os.availableParallelism());
+  log(`   ${line(`direct to fake, c=${SYNC8.concurrency}`, direct8)}  cpu/req: bench ${((direct8Cpu.bench / direct8.ok) * 1000).toFixed(1)} ms, bench busy ${((100 * direct8Cpu.bench) / direct8Cpu.wall).toFixed(0)}%; machine busy ${machineBusy(direct8Cpu).toFixed(0)}%`);
+  log(`   ${line(`service (sync), c=${SYNC8.concurrency}`, service8)}  ${cpuLine(service8Cpu, service8.ok)}; machine busy ${machineBusy(service8Cpu).toFixed(0)}%`);
+  log(`   service / direct at c=${SYNC8.concurrency}: ${(service8.rate / direct8.rate).toFixed(3)}×`);
   await api.child.stop();
   await worker.stop();
 
@@ -374,10 +407,22 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
 
   assertClean('direct', direct);
   assertClean('service', service);
+  assertClean(`direct, c=${SYNC8.concurrency}`, direct8);
+  assertClean(`service, c=${SYNC8.concurrency}`, service8);
   const d = summarize(direct.latencies);
   const s = summarize(service.latencies);
   log(`   overhead p50 ${fmtMs(s.p50 - d.p50)}, p99 ${fmtMs(s.p99 - d.p99)}`);
-  return { bodyBytes: body.body.length, ...SYNC, direct, service, serviceCpu, phases, profile, floor };
+  return {
+    bodyBytes: body.body.length,
+    ...SYNC,
+    direct,
+    service,
+    serviceCpu,
+    phases,
+    profile,
+    floor,
+    c8: { ...SYNC8, direct: direct8, service: service8, directCpu: direct8Cpu, serviceCpu: service8Cpu },
+  };
 }
 
 // ---- 3. memory with 64 concurrent 20+ MB uploads ----
@@ -744,6 +789,17 @@ function notesFor(r: BenchResults): string[] {
           `S3 client ${(((sp.api.groups.find(([g]) => g.startsWith('S3'))?.[1] ?? 0) + (sp.worker.groups.find(([g]) => g.startsWith('S3'))?.[1] ?? 0)) / sp.requests).toFixed(1)} ms of it), ` +
           'before any time spent waiting on S3, Postgres, Redis or the queue.'
         : ''),
+  );
+  const c8 = r.sync.c8;
+  const c8Busy = (c: CpuUse) => (100 * (c.server + c.bench + c.others + Object.values(c.extra).reduce((a, b) => a + b, 0))) / (c.wall * r.machine.cores);
+  notes.push(
+    `Sync at c=${c8.concurrency}: the service answered ${c8.service.rate.toFixed(1)} sync edits/s against ${c8.direct.rate.toFixed(1)}/s from the fake upstream called directly ` +
+      `(${(c8.service.rate / c8.direct.rate).toFixed(2)}×; goal ≥ ${SYNC8_GOAL_RATIO}×: ${v.sync8 ? 'met' : 'missed'}). Per edit the API spent ${perReq(c8.serviceCpu.server, c8.service.ok)} of CPU, ` +
+      `the worker ${perReq(c8.serviceCpu.extra.worker ?? 0, c8.service.ok)}, s3rver ${perReq(c8.serviceCpu.extra.s3rver ?? 0, c8.service.ok)}, the bench process ${perReq(c8.serviceCpu.bench, c8.service.ok)} ` +
+      `and everything else (Postgres, Redis, ...) ${perReq(c8.serviceCpu.others, c8.service.ok)}; the machine was ${c8Busy(c8.serviceCpu).toFixed(0)}% busy over its ${r.machine.cores} cores` +
+      (c8Busy(c8.serviceCpu) >= 90 ? ', so at this concurrency the cores, shared by all those processes, set the rate. ' : ', so part of the time is waiting, not CPU. ') +
+      `The direct side is the bench process alone (load client and fake upstream together): ${perReq(c8.directCpu.bench, c8.direct.ok)} of CPU per request, ` +
+      `${((100 * c8.directCpu.bench) / c8.directCpu.wall).toFixed(0)}% of one core.`,
   );
   const m = r.memory;
   const svc = m.service;
