@@ -12,6 +12,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { Upload } from '@aws-sdk/lib-storage';
+import { createFastPath } from './fast-path';
 
 export interface S3Config {
   /** AWS_ENDPOINT_URL_S3; unset means real AWS S3 */
@@ -87,6 +88,8 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     { step: 'build', name: 'unsignedPayloadForBytes' },
   );
   const Bucket = cfg.bucket;
+  // put and getBuffer try one plain signed request first (fast-path.ts); anything but success goes through the SDK
+  const fast = createFastPath(client, cfg);
   /**
    * One page of keys after `after` (ListObjects with a marker). Not ListObjectsV2: s3rver (the
    * embedded S3) makes V2's continuation token with DES, which Node 20's OpenSSL lacks, so every
@@ -100,11 +103,14 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
   return {
     bucket: Bucket,
     async put(key, body, opts) {
+      if (fast && Buffer.isBuffer(body) && (await fast.put(key, body, opts.contentType))) return;
       await client.send(
         new PutObjectCommand({ Bucket, Key: key, Body: body, ContentType: opts.contentType, ...(opts.contentLength !== undefined ? { ContentLength: opts.contentLength } : {}) }),
       );
     },
     async getBuffer(key) {
+      const quick = fast ? await fast.get(key) : undefined;
+      if (quick) return quick;
       const out = await client.send(new GetObjectCommand({ Bucket, Key: key }));
       if (!out.Body) throw new Error(`object ${key} has no body`);
       const bytes = await out.Body.transformToByteArray();
@@ -187,6 +193,7 @@ export function createObjectStore(cfg: S3Config): ObjectStore {
     },
     destroy() {
       client.destroy();
+      fast?.destroy();
     },
   };
 }
