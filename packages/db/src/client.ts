@@ -1,3 +1,4 @@
+import { DependencyUnavailable, isDependencyError } from '@image-edits/core';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaClient } from './generated/prisma/client';
@@ -28,6 +29,12 @@ export function createDb(databaseUrl: string, opts: { poolSize?: number } = {}):
 export async function sendRaw<T extends pg.QueryResultRow>(db: Db, query: Prisma.Sql): Promise<T[]> {
   const pool = pools.get(db);
   if (!pool) return db.$queryRaw<T[]>(query);
-  const result = await pool.query<T>(query.text, query.values.map((v) => (v instanceof Date ? v.toISOString() : v)));
-  return result.rows;
+  try {
+    const result = await pool.query<T>(query.text, query.values.map((v) => (v instanceof Date ? v.toISOString() : v)));
+    return result.rows;
+  } catch (err) {
+    // pg's network errors name no database (a bare ECONNRESET): said here, as Prisma's would say it
+    if (isDependencyError(err)) throw new DependencyUnavailable('postgres', `the database is unavailable: ${(err as Error).message}`, { cause: err });
+    throw err;
+  }
 }

@@ -45,8 +45,12 @@ async function discardUploads(res: Response): Promise<void> {
 /** The client closed the connection while its request was still being read. */
 function clientAborted(err: unknown, req: Request): boolean {
   const e = err as { type?: string; code?: string } | null;
-  if (e?.type === 'request.aborted' || e?.code === 'ECONNABORTED' || e?.code === 'ECONNRESET') return true;
-  return !req.complete && (req.destroyed || req.socket?.destroyed === true);
+  const gone = req.destroyed || req.socket?.destroyed === true;
+  if (e?.type === 'request.aborted') return true;
+  // a reset while the body was arriving (or with the client's socket gone) is the client's; one after
+  // that, with the client still there, came from our Postgres or S3: a 503, not a dropped connection
+  if ((e?.code === 'ECONNABORTED' || e?.code === 'ECONNRESET') && (!req.complete || gone)) return true;
+  return !req.complete && gone;
 }
 
 /** body-parser's errors by `type`: status, code and a message saying what to fix. */
