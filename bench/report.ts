@@ -116,6 +116,8 @@ export interface BatchMeasurement {
 export interface DrainMeasurement {
   latencyMs: number;
   jobs: number;
+  /** alternating rounds (service, bare, ...) the jobs were split into */
+  rounds: number;
   /** the bare worker's concurrency: the service's default per-provider concurrency */
   inFlight: number;
   service: { jobsPerSecond: number; failed: number; peakRss: number; cpuSeconds: number };
@@ -161,11 +163,13 @@ export function drainMarkdown(r: BenchResults): string {
   return `
 ## 5. Draining a backlog with one worker
 
-${r.drains[0]!.jobs.toLocaleString('en')} jobs (dall-e-2, a 1024×1024 PNG and mask, \`b64_json\`) submitted first, then drained by
+${r.drains[0]!.jobs.toLocaleString('en')} jobs (dall-e-2, a 1024×1024 PNG and mask, \`b64_json\`) drained by
 one worker process at its defaults (\`WORKER_CONCURRENCY\` 64 per provider, \`WORKER_MAX_INFLIGHT_BYTES\`
-512 MB), against a bare BullMQ worker (\`bench/bare-worker.ts\`) doing the same I/O per job (two S3 gets,
-the multipart POST to the same fake upstream, an S3 put, one Postgres UPDATE) with ${r.drains[0]!.inFlight} in flight.
-Rates run from the first job started to the last one finished.
+512 MB), against as many drained by a bare BullMQ worker (\`bench/bare-worker.ts\`) doing the same I/O per job (two S3 gets,
+the multipart POST to the same fake upstream, an S3 put, a Postgres UPDATE at its start and at its end) with ${r.drains[0]!.inFlight} in flight.
+In ${r.drains[0]!.rounds} alternating rounds (a backlog submitted, then drained by the service's worker; a backlog queued, then drained by
+the bare worker; again), so that a disturbance from outside does not land on one side only. A round's time runs from its
+first job started to its last one finished; the rates divide all jobs by the rounds' times added up.
 
 ${table(['upstream latency', 'service', 'bare worker', 'ratio', 'goal', 'met?', 'worker peak RSS', 'bare peak RSS'], rows)}
 ${

@@ -54,7 +54,7 @@ const UPLOADS = { count: 64, warmup: 2, side: 2600 };
 const BATCH = { lines: 50_000, warmupLines: 600, promptChars: 2000, latenciesMs: [0, 2000] };
 const FAKE_KEY = 'sk-bench-fake-upstream';
 /** 5. drain: jobs per run, the bare worker's in-flight count (the service's default per-provider concurrency), latencies */
-const DRAIN = { jobs: 2000, concurrency: 64, latenciesMs: [0, 2000], timeoutMs: 15 * 60_000 };
+const DRAIN = { jobs: 2000, rounds: 2, concurrency: 64, latenciesMs: [0, 2000], timeoutMs: 15 * 60_000 };
 const DRAIN_BIG = { jobs: 96 };
 const MB = 1024 * 1024;
 
@@ -490,10 +490,12 @@ const HEAP_PROBE = ['--expose-gc', '--require', path.join(REPO, 'bench/heap-prob
 // ---- 5. drain: one worker at its defaults against a bare BullMQ worker doing the same I/O ----
 
 /**
- * A backlog of DRAIN.jobs edits (1024² PNG + mask) drained by one worker process with the default
- * settings, the fake upstream at `latencyMs`; then the same number of jobs drained by a bare BullMQ
- * worker (bench/bare-worker.ts: S3 gets, the upstream POST, an S3 put, one UPDATE) with as many in
- * flight as the service's default concurrency. Rates are from the first start to the last finish.
+ * DRAIN.jobs edits (1024² PNG + mask) drained by one worker process with the default settings, the
+ * fake upstream at `latencyMs`, against the same number drained by a bare BullMQ worker
+ * (bench/bare-worker.ts: S3 gets, the upstream POST, an S3 put, an UPDATE at start and at end) with
+ * as many in flight as the service's default concurrency. In DRAIN.rounds alternating rounds
+ * (service, bare, service, ...) so that a disturbance from outside does not land on one side only;
+ * each round's rate is from its first start to its last finish, and the rates pool the rounds.
  */
 async function benchDrain(latencyMs: number, image: Buffer, mask: Buffer): Promise<DrainMeasurement> {
   const fake = await startFakeOpenAI({ apiKey: FAKE_KEY });
@@ -503,74 +505,93 @@ async function benchDrain(latencyMs: number, image: Buffer, mask: Buffer): Promi
   const db = createDb(testEnv.databaseUrl, { poolSize: 2 });
   defer('drain db client', () => db.$disconnect());
   const inFlight = DRAIN.concurrency;
-
-  // the backlog, through the API (stopped before the drain so it costs the worker nothing)
-  const api = await startApiChild(testEnv, fake);
+  const per = Math.ceil(DRAIN.jobs / DRAIN.rounds);
   const body = buildMultipart({ prompt: 'a red balloon floating in the hole', model: 'dall-e-2', size: '1024x1024', response_format: 'b64_json' }, [
     { field: 'image', filename: 'image.png', contentType: 'image/png', data: image },
     { field: 'mask', filename: 'mask.png', contentType: 'image/png', data: mask },
   ]);
-  log(`5. drain at ${latencyMs} ms: submitting ${DRAIN.jobs} jobs`);
-  const filled = await runLoad({ url: `${api.url}/v1/images/edits`, body, headers: { authorization: `Bearer ${apiKey}`, prefer: 'respond-async' }, total: DRAIN.jobs, concurrency: 32, expectStatus: 202 });
-  assertClean('drain backlog', filled);
-  await api.child.stop();
-
-  // the service's worker at its defaults
-  // BENCH_DRAIN_PROFILE=<dir>: the worker runs under --cpu-prof (for working on it; its timings are then not comparable)
-  const profDir = process.env.BENCH_DRAIN_PROFILE;
-  const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, await freePort()), profDir ? profileArgs(profDir) : []));
-  const mem = sampleMemory(worker.pid, 200);
-  const cpu = cpuWindow(worker.pid, { s3rver: s3.pid });
-  log(`   service worker draining (${DRAIN.jobs} jobs)`);
-  await untilCount(() => db.job.count({ where: { status: { in: ['succeeded', 'failed'] } } }), DRAIN.jobs, DRAIN.timeoutMs, 'service drain');
-  const cpuUse = cpu();
-  const memory = mem.stop();
-  const failed = await db.job.count({ where: { status: 'failed' } });
-  const [span] = await db.$queryRaw<{ first: Date; last: Date }[]>`SELECT min(started_at) AS first, max(completed_at) AS last FROM jobs`;
-  await worker.stop();
-
-  // the bare worker: the same I/O per job, inputs read from one stored image and mask
+  // the bare worker's inputs: one stored image and mask, read by every job
   const store = createObjectStore({ endpoint: testEnv.env.AWS_ENDPOINT_URL_S3!, region: 'us-east-1', bucket: 'test-bucket', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true });
   defer('drain store', async () => store.destroy());
+  await store.ensureBucket();
   await store.put('bare/input/image.png', image, { contentType: 'image/png', contentLength: image.length });
   await store.put('bare/input/mask.png', mask, { contentType: 'image/png', contentLength: mask.length });
-  await db.$executeRawUnsafe('CREATE TABLE bare_jobs (id text PRIMARY KEY, status text, started_at timestamptz, completed_at timestamptz)');
-  await db.$executeRawUnsafe(`INSERT INTO bare_jobs (id) SELECT 'bare' || g FROM generate_series(1, ${DRAIN.jobs}) g`);
+  await db.$executeRawUnsafe('CREATE TABLE bare_jobs (id text PRIMARY KEY, round int, status text, started_at timestamptz, completed_at timestamptz)');
   const prefix = `${testEnv.prefix}-bare`;
   defer('bare prefix', () => deleteRedisPrefix(prefix));
   const queue = new Queue('bare-edits', { connection: { url: testEnv.env.REDIS_URL! }, prefix });
   defer('bare queue', () => queue.close());
-  for (let i = 0; i < DRAIN.jobs; i += 500) {
-    await queue.addBulk(Array.from({ length: Math.min(500, DRAIN.jobs - i) }, (_, k) => ({ name: 'edit', data: { id: `bare${i + k + 1}`, image: 'bare/input/image.png', mask: 'bare/input/mask.png' }, opts: { removeOnComplete: true } })));
-  }
-  const bare = track(
-    spawnTs('bare worker', 'bench/bare-worker.ts', {
-      ...process.env,
-      NODE_ENV: 'production',
-      S3_ENDPOINT: testEnv.env.AWS_ENDPOINT_URL_S3,
-      S3_BUCKET: 'test-bucket',
-      DATABASE_URL: testEnv.databaseUrl,
-      REDIS_URL: testEnv.env.REDIS_URL,
-      QUEUE_PREFIX: prefix,
-      UPSTREAM_URL: fake.url,
-      UPSTREAM_KEY: FAKE_KEY,
-      CONCURRENCY: String(inFlight),
-    }, profDir ? profileArgs(profDir) : []),
-  );
-  const bareMem = sampleMemory(bare.pid, 200);
-  log(`   bare worker draining (${DRAIN.jobs} jobs, ${inFlight} in flight)`);
-  await untilCount(async () => Number((await db.$queryRawUnsafe<{ n: bigint }[]>("SELECT count(*) AS n FROM bare_jobs WHERE status = 'succeeded'"))[0]!.n), DRAIN.jobs, DRAIN.timeoutMs, 'bare drain');
-  const bareMemory = bareMem.stop();
-  const [bareSpan] = await db.$queryRawUnsafe<{ first: Date; last: Date }[]>('SELECT min(started_at) AS first, max(completed_at) AS last FROM bare_jobs');
-  await bare.stop();
+  // BENCH_DRAIN_PROFILE=<dir>: both workers run under --cpu-prof (for working on it; its timings are then not comparable)
+  const profDir = process.env.BENCH_DRAIN_PROFILE;
 
-  const rate = (sp: { first: Date; last: Date } | undefined) => (sp ? DRAIN.jobs / ((sp.last.getTime() - sp.first.getTime()) / 1000) : Number.NaN);
+  const seconds = (sp: { first: Date | null; last: Date | null } | undefined) => (sp?.first && sp.last ? (sp.last.getTime() - sp.first.getTime()) / 1000 : Number.NaN);
+  const service = { seconds: 0, failed: 0, peakRss: 0, cpuSeconds: 0 };
+  const bareRun = { seconds: 0, peakRss: 0 };
+  for (let round = 0; round < DRAIN.rounds; round++) {
+    // the service's backlog, through the API (stopped before the drain so it costs the worker nothing)
+    const api = await startApiChild(testEnv, fake);
+    const from = new Date();
+    log(`5. drain at ${latencyMs} ms, round ${round + 1}/${DRAIN.rounds}: submitting ${per} jobs`);
+    const filled = await runLoad({ url: `${api.url}/v1/images/edits`, body, headers: { authorization: `Bearer ${apiKey}`, prefer: 'respond-async' }, total: per, concurrency: 32, expectStatus: 202 });
+    assertClean('drain backlog', filled);
+    await api.child.stop();
+
+    // the service's worker at its defaults
+    const worker = track(spawnTs('worker', 'apps/worker/src/main.ts', serviceEnv(testEnv, fake, await freePort()), profDir ? profileArgs(profDir) : []));
+    const mem = sampleMemory(worker.pid, 200);
+    const cpu = cpuWindow(worker.pid, { s3rver: s3.pid });
+    log(`   service worker draining (${per} jobs)`);
+    await untilCount(() => db.job.count({ where: { createdAt: { gte: from }, status: { in: ['succeeded', 'failed'] } } }), per, DRAIN.timeoutMs, 'service drain');
+    service.cpuSeconds += cpu().server;
+    service.peakRss = Math.max(service.peakRss, mem.stop().hwm);
+    service.failed += await db.job.count({ where: { createdAt: { gte: from }, status: 'failed' } });
+    const [span] = await db.$queryRaw<{ first: Date | null; last: Date | null }[]>`SELECT min(started_at) AS first, max(completed_at) AS last FROM jobs WHERE created_at >= ${from}`;
+    service.seconds += seconds(span);
+    await worker.stop();
+
+    // the bare worker: the same I/O per job
+    await db.$executeRawUnsafe(`INSERT INTO bare_jobs (id, round) SELECT 'bare-${round}-' || g, ${round} FROM generate_series(1, ${per}) g`);
+    for (let i = 0; i < per; i += 500) {
+      await queue.addBulk(Array.from({ length: Math.min(500, per - i) }, (_, k) => ({ name: 'edit', data: { id: `bare-${round}-${i + k + 1}`, image: 'bare/input/image.png', mask: 'bare/input/mask.png' }, opts: { removeOnComplete: true } })));
+    }
+    const bare = track(
+      spawnTs(
+        'bare worker',
+        'bench/bare-worker.ts',
+        {
+          ...process.env,
+          NODE_ENV: 'production',
+          S3_ENDPOINT: testEnv.env.AWS_ENDPOINT_URL_S3,
+          S3_BUCKET: 'test-bucket',
+          DATABASE_URL: testEnv.databaseUrl,
+          REDIS_URL: testEnv.env.REDIS_URL,
+          QUEUE_PREFIX: prefix,
+          UPSTREAM_URL: fake.url,
+          UPSTREAM_KEY: FAKE_KEY,
+          CONCURRENCY: String(inFlight),
+        },
+        profDir ? profileArgs(profDir) : [],
+      ),
+    );
+    const bareMem = sampleMemory(bare.pid, 200);
+    log(`   bare worker draining (${per} jobs, ${inFlight} in flight)`);
+    const done = async () => Number((await db.$queryRawUnsafe<{ n: bigint }[]>(`SELECT count(*) AS n FROM bare_jobs WHERE round = ${round} AND status = 'succeeded'`))[0]!.n);
+    await untilCount(done, per, DRAIN.timeoutMs, 'bare drain');
+    bareRun.peakRss = Math.max(bareRun.peakRss, bareMem.stop().hwm);
+    const [bareSpan] = await db.$queryRawUnsafe<{ first: Date | null; last: Date | null }[]>(`SELECT min(started_at) AS first, max(completed_at) AS last FROM bare_jobs WHERE round = ${round}`);
+    bareRun.seconds += seconds(bareSpan);
+    await bare.stop();
+    log(`   round ${round + 1}: service ${(per / seconds(span)).toFixed(1)} jobs/s, bare ${(per / seconds(bareSpan)).toFixed(1)} jobs/s`);
+  }
+
+  const total = per * DRAIN.rounds;
   const m: DrainMeasurement = {
     latencyMs,
-    jobs: DRAIN.jobs,
+    jobs: total,
+    rounds: DRAIN.rounds,
     inFlight,
-    service: { jobsPerSecond: rate(span), failed, peakRss: memory.hwm, cpuSeconds: cpuUse.server },
-    bare: { jobsPerSecond: rate(bareSpan), peakRss: bareMemory.hwm },
+    service: { jobsPerSecond: total / service.seconds, failed: service.failed, peakRss: service.peakRss, cpuSeconds: service.cpuSeconds },
+    bare: { jobsPerSecond: total / bareRun.seconds, peakRss: bareRun.peakRss },
   };
   log(`   service ${m.service.jobsPerSecond.toFixed(1)} jobs/s, bare ${m.bare.jobsPerSecond.toFixed(1)} jobs/s (${(m.service.jobsPerSecond / m.bare.jobsPerSecond).toFixed(2)}×), worker peak RSS ${fmtMB(m.service.peakRss)}`);
   return m;
