@@ -339,6 +339,7 @@ async function benchSync(fake: FakeOpenAI, image: Buffer, mask: Buffer): Promise
   log(`   ${line('service (sync)', service)}  ${cpuLine(serviceCpu, service.ok)}`);
   fake.reset();
   const phases = await syncPhases(testEnv, answered, arrivals);
+  for (const ph of phases ?? []) log(`   ${fmtMs(ph.p50).padStart(9)} p50  ${ph.name}`);
 
   // c=8 against the same processes; rounds alternate (direct, service, direct, ...) so that a
   // disturbance from outside does not land on one side only

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dependencyOf, editCost, isDependencyError, type JobError, type ProviderSettings, tokenUsage } from '@image-edits/core';
 import { type Db, getJob, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, recordProviderRequest, type WebhookEnqueuer } from '@image-edits/db';
 import { type EditProvider, type InputImage, type PartialImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
-import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, INLINE_OUTPUT_TTL_S, inlineOutputKey, permanent, ProviderThrottled, publishJobEvent, publishPartialImage, RetryLater } from '@image-edits/queue';
+import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, INLINE_OUTPUT_TTL_S, inlineInputKey, inlineOutputKey, permanent, ProviderThrottled, publishJobEvent, publishPartialImage, RetryLater } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -150,9 +150,11 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     });
   try {
     // inputs are re-read from S3 on every attempt: a retry always re-sends the full upload
+    // a synchronous job's first start finds its inputs handed over through Redis (read once); else S3
+    const handedOver = ctx.payload.inline && ctx.starts <= 1 ? deps.redis : undefined;
     const [images, mask] = await Promise.all([
-      Promise.all(job.inputs.images.map((img) => loadImage(deps.store, img))),
-      job.inputs.mask ? loadImage(deps.store, job.inputs.mask) : undefined,
+      Promise.all(job.inputs.images.map((img) => loadImage(deps, img, handedOver))),
+      job.inputs.mask ? loadImage(deps, job.inputs.mask, handedOver) : undefined,
       announced,
     ]);
     const p = job.params;
@@ -307,8 +309,9 @@ class ProviderRequestNotRecorded extends Error {
   }
 }
 
-async function loadImage(store: ObjectStore, img: { key: string; format: InputImage['format']; width: number; height: number; filename?: string }): Promise<InputImage> {
-  const data = await store.getBuffer(img.key);
+async function loadImage(deps: Pick<WorkerDeps, 'store' | 'prefix'>, img: { key: string; format: InputImage['format']; width: number; height: number; bytes: number; filename?: string }, handedOver?: Redis): Promise<InputImage> {
+  const given = handedOver ? await handedOver.getdelBuffer(inlineInputKey(deps.prefix, img.key)).catch(() => null) : null;
+  const data = given && given.length === img.bytes ? given : await deps.store.getBuffer(img.key);
   return { data, format: img.format, width: img.width, height: img.height, filename: img.filename ?? img.key.split('/').pop()! };
 }
 

@@ -68,18 +68,20 @@ describe('statements sent past Prisma', () => {
         job.apiKeyId = key.id;
         job.deadlineAt = new Date(job.deadlineAt);
         const inserted = await insertJob(db, job);
-        await markStarted(db, job.id);
+        const started = await markStarted(db, job.id);
         await markSucceeded(db, job.id, { job: { apiKeyId: key.id, model: 'dall-e-2', provider: 'openai' }, outputs: [], usage: { images: 0, costUsd: 0 } });
-        console.log(JSON.stringify({ createdAt: inserted.createdAt, zoneOffsetMin: new Date().getTimezoneOffset() }));
+        console.log(JSON.stringify({ createdAt: inserted.createdAt, started: { createdAt: started.createdAt, startedAt: started.startedAt, deadlineAt: started.deadlineAt, metadata: started.metadata, webhookEvents: started.webhookEvents, status: started.status }, zoneOffsetMin: new Date().getTimezoneOffset() }));
         await db.$disconnect();
       })();`;
     const job = newJob();
     const before = Date.now();
     const out = execFileSync(process.execPath, ['--import', 'tsx', '-e', script], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, TZ: 'Pacific/Auckland', DB_URL: url, JOB: JSON.stringify(job) }, encoding: 'utf8' });
-    const written = JSON.parse(out.trim().split('\n').at(-1)!) as { createdAt: string; zoneOffsetMin: number };
+    const written = JSON.parse(out.trim().split('\n').at(-1)!) as { createdAt: string; started: Record<string, unknown>; zoneOffsetMin: number };
     expect(written.zoneOffsetMin).not.toBe(0);
     const read = await getJob(db, job.id);
     expect(read!.createdAt.toISOString()).toBe(written.createdAt);
+    // the started job as that process read it back (past Prisma too)
+    expect(written.started).toEqual({ createdAt: written.createdAt, startedAt: read!.startedAt!.toISOString(), deadlineAt: job.deadlineAt!.toISOString(), metadata: job.metadata, webhookEvents: job.webhookEvents, status: 'in_progress' });
     expect(read!.deadlineAt!.toISOString()).toBe(job.deadlineAt!.toISOString());
     expect(Math.abs(read!.completedAt!.getTime() - before)).toBeLessThan(60_000);
   });

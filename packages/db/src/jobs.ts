@@ -230,15 +230,30 @@ export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<
   // A batch child of a batch being cancelled (or past its window) never starts either (one already
   // running goes on): the batch's stop step cancels it.
   const now = new Date();
-  const rows = await db.$queryRaw<(RawJobRow & { has_webhook_targets: boolean })[]>`
+  // past Prisma (sendRaw), as every job starts here; the columns read as Prisma would read them
+  const rows = await sendRaw<RawJobRow & { has_webhook_targets: boolean }>(
+    db,
+    Prisma.sql`
     UPDATE jobs SET status = 'in_progress', attempts = attempts + 1, started_at = COALESCE(started_at, ${now}), updated_at = ${now}
     WHERE id = ${id} AND target_index = ${targetIndex} AND status::text = ANY(${movableFrom('in_progress')}::text[])
       AND (deadline_at IS NULL OR deadline_at > ${now})
       AND (batch_id IS NULL OR status = 'in_progress'
            OR NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = jobs.batch_id AND (b.status = 'cancelling' OR b.expired_at IS NOT NULL)))
-    RETURNING *, ${hasWebhookTargets} AS has_webhook_targets`;
+    RETURNING ${RAW_JOB_COLUMNS}, ${hasWebhookTargets} AS has_webhook_targets`,
+  );
   return rows[0] ? { ...fromRawRow(rows[0]), hasWebhookTargets: rows[0].has_webhook_targets === true } : null;
 }
+
+/** The timestamp columns of RawJobRow: stored as UTC without a zone, which pg alone would read in the process's zone. */
+const RAW_JOB_TIMESTAMPS = ['deadline_at', 'cancel_requested_at', 'created_at', 'started_at', 'completed_at', 'result_expires_at', 'outputs_deleted_at', 'deleted_at'];
+/** RawJobRow's columns for a statement sent with sendRaw: timestamps as instants, the status as text. */
+const RAW_JOB_COLUMNS = Prisma.raw(
+  [
+    'id, api_key_id, status::text AS status, model, provider, targets, target_index, params, inputs, outputs, error, metadata, end_user, webhook_url, webhook_events',
+    'batch_id, custom_id, batch_line, provider_request, attempts',
+    ...RAW_JOB_TIMESTAMPS.map((c) => `jobs.${c} AT TIME ZONE 'UTC' AS ${c}`),
+  ].join(', '),
+);
 
 /** A `jobs` row as raw SQL returns it (snake_case columns). */
 interface RawJobRow {

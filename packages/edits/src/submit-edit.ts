@@ -20,7 +20,8 @@ import {
   type StoredImage,
 } from '@image-edits/core';
 import { type Db, insertJob, type JobRecord, type NewJob } from '@image-edits/db';
-import type { EditQueue } from '@image-edits/queue';
+import { type EditQueue, INLINE_INPUT_MAX_BYTES, INLINE_INPUT_TTL_S, inlineInputKey } from '@image-edits/queue';
+import type { Redis } from 'ioredis';
 import { CONTENT_TYPES, extensionFor, inputImageKey, inputMaskKey, jobPrefix, ObjectNotFoundError, type ObjectStore } from '@image-edits/storage';
 import { headerFacts } from './header-facts';
 import { type EditInputFile, isImageField, type UploadedFile } from './inputs';
@@ -33,6 +34,8 @@ export interface EditDeps {
   queue: Pick<EditQueue, 'enqueue'>;
   routes: Map<string, ModelRoute>;
   logger: { warn(obj: object, msg: string): void };
+  /** a synchronous edit's inputs are handed to the worker through it too (besides S3) */
+  redis?: Pick<Redis, 'multi'>;
 }
 
 export interface SubmitEditInput {
@@ -61,11 +64,28 @@ export interface StoredFileInputs {
   hasTransparentPixel(fileKey: string, compute: () => Promise<boolean>): Promise<boolean>;
 }
 
+/** An input as stored, with its bytes (for the handover to the worker). */
+interface InlineInput {
+  key: string;
+  bytes: Buffer;
+}
+
+/** Best effort, before the job is enqueued: a worker that finds nothing reads S3, as for any other job. */
+async function handOver(deps: EditDeps, inputs: InlineInput[]): Promise<void> {
+  const total = inputs.reduce((n, i) => n + i.bytes.length, 0);
+  if (!deps.redis || inputs.length === 0 || total > INLINE_INPUT_MAX_BYTES) return;
+  const tx = deps.redis.multi();
+  for (const i of inputs) tx.set(inlineInputKey(deps.config.env.QUEUE_PREFIX, i.key), i.bytes, 'EX', INLINE_INPUT_TTL_S);
+  await tx.exec().catch((err: unknown) => deps.logger.warn({ err }, 'inputs not handed over through Redis; the worker reads S3'));
+}
+
 export interface PrepareEditInput extends SubmitEditInput {
   /** a deadline the job may not outlive whatever it asks for (a batch's completion window) */
   deadlineAt?: Date;
   /** the job is this batch line */
   batch?: NewJob['batch'];
+  /** each input stored from bytes in memory is added here (key and bytes) */
+  inline?: InlineInput[];
 }
 
 export interface SubmittedEdit {
@@ -81,10 +101,12 @@ export interface SubmittedEdit {
  * ENQUEUE_TIMEOUT_MS is left to the reconciler, and the caller is told (`enqueued: false`).
  */
 export async function submitEdit(deps: EditDeps, input: SubmitEditInput): Promise<SubmittedEdit> {
-  const job = await prepareEdit(deps, input);
+  // a synchronous edit's inputs in memory also go to the worker through Redis: it need not read back from S3 what was just stored
+  const inline: InlineInput[] | undefined = input.inlineResult && deps.redis ? [] : undefined;
+  const job = await prepareEdit(deps, { ...input, ...(inline ? { inline } : {}) });
   let record: JobRecord;
   try {
-    record = await insertJob(deps.db, job);
+    [record] = await Promise.all([insertJob(deps.db, job), inline ? handOver(deps, inline) : undefined]);
   } catch (err) {
     // no row, no job: its inputs go too (a crash right here leaves them to the worker's orphan sweep)
     await deps.store.deletePrefix(jobPrefix(job.id)).catch((cleanup: unknown) => deps.logger.warn({ err: cleanup, jobId: job.id }, 'inputs of an unrecorded job not deleted'));
@@ -141,8 +163,8 @@ export async function prepareEdit(deps: Pick<EditDeps, 'store' | 'routes' | 'con
   const jobId = input.jobId ?? newId('job');
   // every input at once: the puts wait on S3, not on this process
   const [storedImages, storedMask] = await Promise.all([
-    Promise.all(images.map((facts, i) => storeInput(deps, imageFiles[i]!, facts, inputImageKey(jobId, i, extensionFor(facts.format!))))),
-    mask && maskFiles[0] ? storeInput(deps, maskFiles[0], mask, inputMaskKey(jobId)) : undefined,
+    Promise.all(images.map((facts, i) => storeInput(deps, imageFiles[i]!, facts, inputImageKey(jobId, i, extensionFor(facts.format!)), input.inline))),
+    mask && maskFiles[0] ? storeInput(deps, maskFiles[0], mask, inputMaskKey(jobId), input.inline) : undefined,
   ]);
   const stored: JobInputs = { images: storedImages };
   if (storedMask) stored.mask = storedMask;
@@ -219,7 +241,7 @@ export function undecodableImage(field: string) {
   return invalidRequest('the image could not be decoded: its pixel data is corrupt or truncated; send a complete PNG, JPEG or WEBP file', field, 'invalid_image');
 }
 
-async function storeInput(deps: StoreDeps, file: EditInputFile, facts: ImageFacts, key: string): Promise<StoredImage> {
+async function storeInput(deps: StoreDeps, file: EditInputFile, facts: ImageFacts, key: string, inline?: InlineInput[]): Promise<StoredImage> {
   const format = facts.format as StoredImage['format'];
   if (file.objectKey) {
     // the job gets its own copy (a batch: one shared by its children): deleting the file later never
@@ -238,6 +260,7 @@ async function storeInput(deps: StoreDeps, file: EditInputFile, facts: ImageFact
   // bytes in memory go as they are (measured: a third less CPU per put than the same bytes as a stream,
   // hashing for the signature included); a spooled upload is streamed from its file
   await deps.store.put(key, typeof src === 'string' ? createReadStream(src) : src, { contentType: CONTENT_TYPES[format] ?? 'application/octet-stream', contentLength: file.size });
+  if (inline && typeof src !== 'string') inline.push({ key, bytes: src });
   return { key, format, bytes: file.size, width: facts.width, height: facts.height, filename: file.originalName };
 }
 

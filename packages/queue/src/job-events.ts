@@ -38,10 +38,19 @@ export async function publishPartialImage(redis: Redis, prefix: string, jobId: s
     .exec();
 }
 
-/** Where a job's output is handed back to the API process answering for it (see the payload's `inline`). */
+/**
+ * Where the bytes of one S3 object of a synchronous job are handed over through Redis, read once
+ * (GETDEL), beside the durable copy in S3: its inputs from the API to the worker, its outputs back
+ * (see the payload's `inline`). Whoever finds nothing reads S3.
+ */
 export const inlineOutputKey = (prefix: string, objectKey: string) => `${prefix}:inline:${objectKey}`;
+export const inlineInputKey = inlineOutputKey;
 /** long enough for a waiter that was woken to read it; what nobody read expires */
 export const INLINE_OUTPUT_TTL_S = 30;
+/** inputs wait in line: long enough for a queue that is moving, short enough to bound what Redis holds */
+export const INLINE_INPUT_TTL_S = 30;
+/** a synchronous job's inputs larger than this in all are read from S3 by the worker, not handed over */
+export const INLINE_INPUT_MAX_BYTES = 8 * 1024 * 1024;
 
 /** The job's partial images after `afterId` ('0' from the start), oldest first. */
 export async function readJobStream(redis: Redis, prefix: string, jobId: string, afterId: string): Promise<{ id: string; partial: PartialImageEntry }[]> {
