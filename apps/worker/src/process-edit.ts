@@ -120,7 +120,8 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
   }
   const attemptStarted = performance.now();
   if (job.attempts === 1 && job.startedAt) deps.metrics.queueWait.observe({ provider: ctx.provider, lane: ctx.payload.batch ? 'batch' : 'direct' }, (job.startedAt.getTime() - job.createdAt.getTime()) / 1000);
-  await publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' }).catch((err: unknown) => log.warn({ err }, 'job event not published'));
+  // not waited for: commands on one connection keep their order, so the final event still comes after it
+  void publishJobEvent(deps.redis, deps.prefix, { jobId, status: 'in_progress' }).catch((err: unknown) => log.warn({ err }, 'job event not published'));
   // only the first start is news (and only to those who asked for job.started); recorded while the
   // inputs load, settled before the provider is called (never rejects: failures are logged)
   const announced = job.attempts === 1 && !ctx.payload.outage && job.hasWebhookTargets ? emitWebhooks(deps, jobId, 'job.started') : undefined;

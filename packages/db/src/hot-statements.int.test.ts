@@ -60,7 +60,7 @@ describe('statements sent past Prisma', () => {
   it('times do not shift with the time zone of the process that wrote them', async () => {
     // a process far from UTC inserts a job and finishes it (jest's sandbox keeps TZ from this one)
     const script = `
-      const { createDb, createApiKey, insertJob, markStarted, markSucceeded } = require('./src');
+      const { createDb, createApiKey, getJob, insertJob, markStarted, markSucceeded } = require('./src');
       (async () => {
         const db = createDb(process.env.DB_URL, { poolSize: 1 });
         const key = await createApiKey(db, 'far away');
@@ -69,14 +69,15 @@ describe('statements sent past Prisma', () => {
         job.deadlineAt = new Date(job.deadlineAt);
         const inserted = await insertJob(db, job);
         const started = await markStarted(db, job.id);
-        await markSucceeded(db, job.id, { job: { apiKeyId: key.id, model: 'dall-e-2', provider: 'openai' }, outputs: [], usage: { images: 0, costUsd: 0 } });
-        console.log(JSON.stringify({ createdAt: inserted.createdAt, started: { createdAt: started.createdAt, startedAt: started.startedAt, deadlineAt: started.deadlineAt, metadata: started.metadata, webhookEvents: started.webhookEvents, status: started.status }, zoneOffsetMin: new Date().getTimezoneOffset() }));
+        await markSucceeded(db, job.id, { job: { apiKeyId: key.id, model: 'dall-e-2', provider: 'openai' }, outputs: [], usage: { images: 0, costUsd: 0.04 } });
+        const done = await getJob(db, job.id);
+        console.log(JSON.stringify({ createdAt: inserted.createdAt, started: { createdAt: started.createdAt, startedAt: started.startedAt, deadlineAt: started.deadlineAt, metadata: started.metadata, webhookEvents: started.webhookEvents, status: started.status }, done: { createdAt: done.createdAt, completedAt: done.completedAt, resultExpiresAt: done.resultExpiresAt, costUsd: done.usage.costUsd }, zoneOffsetMin: new Date().getTimezoneOffset() }));
         await db.$disconnect();
       })();`;
     const job = newJob();
     const before = Date.now();
     const out = execFileSync(process.execPath, ['--import', 'tsx', '-e', script], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, TZ: 'Pacific/Auckland', DB_URL: url, JOB: JSON.stringify(job) }, encoding: 'utf8' });
-    const written = JSON.parse(out.trim().split('\n').at(-1)!) as { createdAt: string; started: Record<string, unknown>; zoneOffsetMin: number };
+    const written = JSON.parse(out.trim().split('\n').at(-1)!) as { createdAt: string; started: Record<string, unknown>; done: Record<string, unknown>; zoneOffsetMin: number };
     expect(written.zoneOffsetMin).not.toBe(0);
     const read = await getJob(db, job.id);
     expect(read!.createdAt.toISOString()).toBe(written.createdAt);
@@ -84,6 +85,8 @@ describe('statements sent past Prisma', () => {
     expect(written.started).toEqual({ createdAt: written.createdAt, startedAt: read!.startedAt!.toISOString(), deadlineAt: job.deadlineAt!.toISOString(), metadata: job.metadata, webhookEvents: job.webhookEvents, status: 'in_progress' });
     expect(read!.deadlineAt!.toISOString()).toBe(job.deadlineAt!.toISOString());
     expect(Math.abs(read!.completedAt!.getTime() - before)).toBeLessThan(60_000);
+    // and the finished job as that process reads it
+    expect(written.done).toEqual({ createdAt: written.createdAt, completedAt: read!.completedAt!.toISOString(), resultExpiresAt: read!.resultExpiresAt!.toISOString(), costUsd: 0.04 });
   });
 
   it('a success moves the job once, bills it once, and keeps its time', async () => {

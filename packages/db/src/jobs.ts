@@ -178,22 +178,34 @@ function newJobRecord(job: NewJob, now: Date): JobRecord {
   };
 }
 
+/** The timestamp columns of RawJobRow: stored as UTC without a zone, which pg alone would read in the process's zone. */
+const RAW_JOB_TIMESTAMPS = ['deadline_at', 'cancel_requested_at', 'created_at', 'started_at', 'completed_at', 'result_expires_at', 'outputs_deleted_at', 'deleted_at'];
+const RAW_JOB_PLAIN = ['id', 'api_key_id', 'model', 'provider', 'targets', 'target_index', 'params', 'inputs', 'outputs', 'error', 'metadata', 'end_user', 'webhook_url', 'webhook_events', 'batch_id', 'custom_id', 'batch_line', 'provider_request', 'attempts'];
+/** RawJobRow's columns of `table` for a statement sent with sendRaw: timestamps as instants, the status as text. */
+const rawJobColumns = (table: string) =>
+  Prisma.raw(
+    [
+      ...RAW_JOB_PLAIN.map((c) => `${table}.${c}`),
+      `${table}.status::text AS status`,
+      ...RAW_JOB_TIMESTAMPS.map((c) => `${table}.${c} AT TIME ZONE 'UTC' AS ${c}`),
+    ].join(', '),
+  );
+
 export async function getJob(db: Db, id: string): Promise<JobRecord | null> {
-  // one round trip, job and usage joined (Prisma's include is two queries and several times the CPU):
-  // this read is on every sync answer and every poll
-  const rows = await db.$queryRaw<RawJobWithUsage[]>`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id}`;
+  // one round trip, job and usage joined, past Prisma (sendRaw): this read is on every sync answer and every poll
+  const rows = await sendRaw<RawJobWithUsage>(db, Prisma.sql`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id}`);
   return rows[0] ? fromRawRowWithUsage(rows[0]) : null;
 }
 
 /** A key sees only its own jobs: another key's id is simply not found, nor is a job it deleted. */
 export async function getJobForKey(db: Db, id: string, apiKeyId: string): Promise<JobRecord | null> {
-  const rows = await db.$queryRaw<RawJobWithUsage[]>`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id} AND j.api_key_id = ${apiKeyId} AND j.deleted_at IS NULL`;
+  const rows = await sendRaw<RawJobWithUsage>(db, Prisma.sql`${SELECT_JOB_WITH_USAGE} WHERE j.id = ${id} AND j.api_key_id = ${apiKeyId} AND j.deleted_at IS NULL`);
   return rows[0] ? fromRawRowWithUsage(rows[0]) : null;
 }
 
 const SELECT_JOB_WITH_USAGE = Prisma.sql`
-  SELECT j.*, u.images AS usage_images, u.input_tokens AS usage_input_tokens, u.output_tokens AS usage_output_tokens, u.cost_usd AS usage_cost_usd,
-         u.details AS usage_details
+  SELECT ${rawJobColumns('j')}, u.images AS usage_images, u.input_tokens AS usage_input_tokens, u.output_tokens AS usage_output_tokens,
+         u.cost_usd::text AS usage_cost_usd, u.details AS usage_details
     FROM jobs j LEFT JOIN usage u ON u.job_id = j.id`;
 
 interface RawJobWithUsage extends RawJobRow {
@@ -239,21 +251,10 @@ export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<
       AND (deadline_at IS NULL OR deadline_at > ${now})
       AND (batch_id IS NULL OR status = 'in_progress'
            OR NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = jobs.batch_id AND (b.status = 'cancelling' OR b.expired_at IS NOT NULL)))
-    RETURNING ${RAW_JOB_COLUMNS}, ${hasWebhookTargets} AS has_webhook_targets`,
+    RETURNING ${rawJobColumns('jobs')}, ${hasWebhookTargets} AS has_webhook_targets`,
   );
   return rows[0] ? { ...fromRawRow(rows[0]), hasWebhookTargets: rows[0].has_webhook_targets === true } : null;
 }
-
-/** The timestamp columns of RawJobRow: stored as UTC without a zone, which pg alone would read in the process's zone. */
-const RAW_JOB_TIMESTAMPS = ['deadline_at', 'cancel_requested_at', 'created_at', 'started_at', 'completed_at', 'result_expires_at', 'outputs_deleted_at', 'deleted_at'];
-/** RawJobRow's columns for a statement sent with sendRaw: timestamps as instants, the status as text. */
-const RAW_JOB_COLUMNS = Prisma.raw(
-  [
-    'id, api_key_id, status::text AS status, model, provider, targets, target_index, params, inputs, outputs, error, metadata, end_user, webhook_url, webhook_events',
-    'batch_id, custom_id, batch_line, provider_request, attempts',
-    ...RAW_JOB_TIMESTAMPS.map((c) => `jobs.${c} AT TIME ZONE 'UTC' AS ${c}`),
-  ].join(', '),
-);
 
 /** A `jobs` row as raw SQL returns it (snake_case columns). */
 interface RawJobRow {
