@@ -6,8 +6,9 @@ import { Queue, Worker } from 'bullmq';
 
 /**
  * The floor under the sync overhead: the steps a synchronous edit cannot skip in this design (inputs
- * to S3 before the job exists, a row, a queue hop, the worker reading the inputs back, the output to
- * S3, the row marked, the API told and reading row and output), each timed alone, one at a time,
+ * to S3 before the job exists, a row, a queue hop, the inputs handed to the worker through Redis, the
+ * output to S3, the row marked, the output handed back through Redis, the API told and reading the
+ * row and the output), each timed alone, one at a time,
  * against the same S3 (s3rver), Postgres and Redis as the service, with none of the service's own
  * code around them. The sum of their medians is what the service could not go below here even if
  * everything else it does cost nothing.
@@ -63,9 +64,15 @@ export async function measureFloor(opts: { store: ObjectStore; db: Db; apiKeyId:
     );
     const row = (i: number) => ids[i % ids.length]!;
     steps.push(await time('Postgres: mark the row started (one UPDATE)', (i) => db.$executeRaw`UPDATE jobs SET status = 'in_progress', attempts = attempts + 1 WHERE id = ${row(i)}`));
-    steps.push(await time('S3: get the image and the mask (in parallel)', (i) => Promise.all([store.getBuffer(key(i, 'image.png')), store.getBuffer(key(i, 'mask.png'))])));
+    steps.push(
+      await time('Redis: hand the image and the mask to the worker (SET both, then GETDEL both)', async (i) => {
+        await connection.multi().set(`${opts.prefix}:floor:${i}:image`, image, 'EX', 60).set(`${opts.prefix}:floor:${i}:mask`, mask, 'EX', 60).exec();
+        await Promise.all([connection.getdelBuffer(`${opts.prefix}:floor:${i}:image`), connection.getdelBuffer(`${opts.prefix}:floor:${i}:mask`)]);
+      }),
+    );
     steps.push(await time('S3: put the output', (i) => store.put(key(i, 'out.png'), output, png)));
     steps.push(await time('Postgres: mark the row succeeded (one UPDATE)', (i) => db.$executeRaw`UPDATE jobs SET status = 'succeeded' WHERE id = ${row(i)}`));
+    steps.push(await time('Redis: hand the output back (SET)', (i) => connection.set(`${opts.prefix}:floor:${i}:out`, output, 'EX', 60)));
     let heard: (() => void) | undefined;
     subscriber.on('message', () => heard?.());
     await subscriber.subscribe(`${opts.prefix}:floor`);
@@ -76,7 +83,7 @@ export async function measureFloor(opts: { store: ObjectStore; db: Db; apiKeyId:
       })),
     );
     steps.push(await time('Postgres: read the row', (i) => getJob(db, row(i))));
-    steps.push(await time('S3: get the output', (i) => store.getBuffer(key(i, 'out.png'))));
+    steps.push(await time('Redis: the API reads the output (GETDEL)', (i) => connection.getdelBuffer(`${opts.prefix}:floor:${i}:out`)));
   } finally {
     await worker.close();
     await queue.close();

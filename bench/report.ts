@@ -189,6 +189,10 @@ const floorMs = (steps: FloorStep[]) => steps.reduce((n, f) => n + f.p50, 0);
 export const SYNC_GOAL_OVERHEAD_MS = 25;
 /** sync edits per second at c=8, against the fake upstream called directly at c=8 */
 export const SYNC8_GOAL_RATIO = 0.35;
+/** the API's CPU per accepted async submission, at most this many times the bare sink's */
+export const SUBMIT_CPU_GOAL_RATIO = 2;
+/** the sync p50 overhead at c=1, at most this many times the floor (the infrastructure steps alone) */
+export const SYNC_FLOOR_GOAL_RATIO = 2;
 export const RSS_GOAL_BYTES = 400 * 1024 * 1024;
 /** A fan-out holds one chunk at a time: the live heap of the API and the worker may grow by at most this during a 50,000-line batch. */
 export const BATCH_HEAP_GROWTH_GOAL_BYTES = 64 * 1024 * 1024;
@@ -239,6 +243,14 @@ export function summaryRows(r: BenchResults): Row[] {
       goal: `≥ ${SUBMIT_GOAL_RATIO}× baseline`,
       met: yes(s.service.rate / s.baseline.rate >= SUBMIT_GOAL_RATIO, clean(s.service, s.baseline)),
     },
+    {
+      metric: 'API CPU per accepted async submission (its process, helper threads included; baseline = the Express + multer sink)',
+      service: `${((1000 * s.serviceCpu.server) / s.service.ok).toFixed(2)} ms`,
+      baseline: `${((1000 * s.baselineCpu.server) / s.baseline.ok).toFixed(2)} ms`,
+      ratio: fmtRatio(s.serviceCpu.server / s.service.ok / (s.baselineCpu.server / s.baseline.ok)),
+      goal: `≤ ${SUBMIT_CPU_GOAL_RATIO}× baseline`,
+      met: yes(s.serviceCpu.server / s.service.ok <= (SUBMIT_CPU_GOAL_RATIO * s.baselineCpu.server) / s.baseline.ok, clean(s.service, s.baseline)),
+    },
     { metric: 'Async submission latency p50', service: fmtMs(sSvc.p50), baseline: fmtMs(sBase.p50), ratio: fmtRatio(sSvc.p50 / sBase.p50), goal: '—', met: '—' },
     { metric: 'Async submission latency p99', service: fmtMs(sSvc.p99), baseline: fmtMs(sBase.p99), ratio: fmtRatio(sSvc.p99 / sBase.p99), goal: '—', met: '—' },
     {
@@ -267,6 +279,14 @@ export function summaryRows(r: BenchResults): Row[] {
             goal: '—',
             met: '—',
           },
+          {
+            metric: 'Sync overhead p50 against that floor (c=1)',
+            service: fmtMs(ySvc.p50 - yDirect.p50),
+            baseline: fmtMs(floorMs(y.floor)),
+            ratio: fmtRatio((ySvc.p50 - yDirect.p50) / floorMs(y.floor)),
+            goal: `≤ ${SYNC_FLOOR_GOAL_RATIO}× floor`,
+            met: yes(ySvc.p50 - yDirect.p50 <= SYNC_FLOOR_GOAL_RATIO * floorMs(y.floor), clean(y.service, y.direct)),
+          },
         ]
       : []),
     { metric: 'Sync edit latency p99', service: fmtMs(ySvc.p99), baseline: fmtMs(yDirect.p99), ratio: fmtRatio(ySvc.p99 / yDirect.p99), goal: '—', met: '—' },
@@ -286,7 +306,27 @@ export function summaryRows(r: BenchResults): Row[] {
       goal: '< 400 MB',
       met: yes(m.service.after.hwm < RSS_GOAL_BYTES, clean(m.service.load, m.baseline.load)),
     },
-      ...r.batches.flatMap((b) => {
+    ...(r.drains ?? []).map((d) => ({
+      metric: `Backlog of ${d.jobs.toLocaleString('en')} jobs drained by one worker at its defaults, fake upstream at ${d.latencyMs ? `${d.latencyMs / 1000} s` : 'zero'} latency (baseline = a bare BullMQ worker, same I/O, ${d.inFlight} in flight; section 5)`,
+      service: `${d.service.jobsPerSecond.toFixed(1)} jobs/s`,
+      baseline: `${d.bare.jobsPerSecond.toFixed(1)} jobs/s`,
+      ratio: fmtRatio(d.service.jobsPerSecond / d.bare.jobsPerSecond),
+      goal: `≥ ${DRAIN_GOAL_RATIO}× baseline`,
+      met: yes(d.service.jobsPerSecond / d.bare.jobsPerSecond >= DRAIN_GOAL_RATIO && d.service.failed === 0, true),
+    })),
+    ...(r.drainBig
+      ? [
+          {
+            metric: `Worker peak RSS, ${r.drainBig.jobs} edits of ${fmtMB(r.drainBig.inputBytes)} inputs at full concurrency (section 5)`,
+            service: fmtMB(r.drainBig.peakRss),
+            baseline: '—',
+            ratio: '—',
+            goal: '< 1 GB',
+            met: yes(r.drainBig.peakRss < DRAIN_RSS_GOAL_BYTES && r.drainBig.failed === 0, true),
+          },
+        ]
+      : []),
+    ...r.batches.flatMap((b) => {
       const at = `fake upstream at ${b.latencyMs ? `${b.latencyMs / 1000} s` : 'zero'} latency`;
       return [
         {

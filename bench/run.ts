@@ -207,9 +207,9 @@ async function syncPhases(testEnv: TestEnv, answered: { startedAt: number; ended
     const names = [
       'API intake: upload, auth, checks, 2 S3 puts, row insert',
       'enqueue → worker starts the job (BullMQ pick-up, row update)',
-      'worker: 2 S3 gets, upstream request built, sent, parsed by the fake',
+      'worker: inputs handed over (Redis), upstream request built, sent, parsed by the fake',
       'upstream answers; output decoded, stored in S3, row marked done',
-      'API notified (pub/sub), row + output read, base64, response sent',
+      'API notified (pub/sub), row read, output handed back (Redis), base64, response sent',
     ];
     return names.map((name, k) => ({ name, ...summarize(cols[k]!) }));
   } finally {
@@ -800,7 +800,7 @@ function notesFor(r: BenchResults): string[] {
   notes.push(
     `Sync: the service adds ${fmtMs(y.p50 - d.p50)} at p50 and ${fmtMs(y.p99 - d.p99)} at p99 over calling the upstream directly (goal < 25 ms at p50: ${v.sync ? 'met' : 'missed'})` +
       (top ? `; the largest phase is "${top.name}" at ${fmtMs(top.p50)} p50 (${((100 * top.p50) / (y.p50 - d.p50)).toFixed(0)}% of the p50 overhead).` : '.') +
-      ` s3rver spent ${((1000 * (r.sync.serviceCpu.extra.s3rver ?? 0)) / r.sync.service.ok).toFixed(1)} ms of CPU per sync edit on the same cores (two input puts, the worker's two gets and one put, the API's get of the output).` +
+      ` s3rver spent ${((1000 * (r.sync.serviceCpu.extra.s3rver ?? 0)) / r.sync.service.ok).toFixed(1)} ms of CPU per sync edit on the same cores (the two input puts and the output put: a sync job's inputs reach the worker, and its outputs come back, through Redis).` +
       (r.sync.floor
         ? ` The floor of a sync edit here (its S3, Postgres, Redis and queue steps alone, section 2) is ${fmtMs(r.sync.floor.reduce((n, f) => n + f.p50, 0))}, ` +
           `${fmtMs(r.sync.floor.filter((f) => f.step.startsWith('S3')).reduce((n, f) => n + f.p50, 0))} of it S3; the service's own work adds about ${fmtMs(Math.max(0, y.p50 - d.p50 - r.sync.floor.reduce((n, f) => n + f.p50, 0)))} on top.`
