@@ -35,7 +35,7 @@ export interface EditDeps {
   routes: Map<string, ModelRoute>;
   logger: { warn(obj: object, msg: string): void };
   /** a synchronous edit's inputs are handed to the worker through it too (besides S3) */
-  redis?: Pick<Redis, 'multi'>;
+  redis?: Pick<Redis, 'multi' | 'status'>;
 }
 
 export interface SubmitEditInput {
@@ -70,13 +70,26 @@ interface InlineInput {
   bytes: Buffer;
 }
 
-/** Best effort, before the job is enqueued: a worker that finds nothing reads S3, as for any other job. */
+/** How long a submission waits for the handover: it takes a millisecond when Redis is well. */
+const HAND_OVER_WAIT_MS = 250;
+
+/**
+ * Best effort, before the job is enqueued: a worker that finds nothing reads S3, as for any other
+ * job. Never holds the submission: skipped while Redis is not connected, and not waited for longer
+ * than HAND_OVER_WAIT_MS (what was sent lands later, or expires).
+ */
 async function handOver(deps: EditDeps, inputs: InlineInput[]): Promise<void> {
   const total = inputs.reduce((n, i) => n + i.bytes.length, 0);
-  if (!deps.redis || inputs.length === 0 || total > INLINE_INPUT_MAX_BYTES) return;
+  if (deps.redis?.status !== 'ready' || inputs.length === 0 || total > INLINE_INPUT_MAX_BYTES) return;
   const tx = deps.redis.multi();
   for (const i of inputs) tx.set(inlineInputKey(deps.config.env.QUEUE_PREFIX, i.key), i.bytes, 'EX', INLINE_INPUT_TTL_S);
-  await tx.exec().catch((err: unknown) => deps.logger.warn({ err }, 'inputs not handed over through Redis; the worker reads S3'));
+  const sent = tx.exec().then(
+    () => undefined,
+    (err: unknown) => deps.logger.warn({ err }, 'inputs not handed over through Redis; the worker reads S3'),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([sent, new Promise<void>((resolve) => (timer = setTimeout(resolve, HAND_OVER_WAIT_MS)))]);
+  clearTimeout(timer);
 }
 
 export interface PrepareEditInput extends SubmitEditInput {
