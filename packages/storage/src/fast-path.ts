@@ -67,16 +67,20 @@ export function createFastPath(client: S3Client, cfg: { endpoint?: string; regio
   const send = async (method: 'PUT' | 'GET', key: string, headers: Record<string, string>, body?: Buffer): Promise<Buffer | undefined> => {
     if (!PLAIN_KEY.test(key)) return undefined;
     const path = prefix + key;
-    const signed = await signer.sign({
-      method,
-      protocol: base.protocol,
-      hostname: base.hostname,
-      ...(base.port ? { port: Number(base.port) } : {}),
-      path,
-      query: {},
-      headers: { host: base.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...headers },
-      body,
-    });
+    // credentials that cannot be had now are the SDK's to report, in its words
+    const signed = await signer
+      .sign({
+        method,
+        protocol: base.protocol,
+        hostname: base.hostname,
+        ...(base.port ? { port: Number(base.port) } : {}),
+        path,
+        query: {},
+        headers: { host: base.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...headers },
+        body,
+      })
+      .catch(() => undefined);
+    if (!signed) return undefined;
     return new Promise<Buffer | undefined>((resolve) => {
       const req = (secure ? https : http).request({ method, protocol: base.protocol, hostname: base.hostname, port: base.port || undefined, path, headers: signed.headers, agent });
       const connectTimer = setTimeout(() => req.destroy(), CONNECT_TIMEOUT_MS);
@@ -93,6 +97,10 @@ export function createFastPath(client: S3Client, cfg: { endpoint?: string; regio
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', () => resolve(undefined));
+        // a body cut short ends without 'end'
+        res.on('close', () => {
+          if (!res.complete) resolve(undefined);
+        });
         res.on('end', () => {
           clearTimeout(connectTimer);
           const ok = res.statusCode === 200 && (method === 'PUT' || res.complete);
