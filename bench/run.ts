@@ -879,7 +879,7 @@ async function main(): Promise<void> {
     else if (only === 'drain') {
       for (const latencyMs of DRAIN.latenciesMs) await scoped(() => benchDrain(latencyMs, image, mask));
       await scoped(() => benchDrainBigInputs());
-    } else throw new Error(`BENCH_ONLY must be submit, sync, memory, batches or drain; got '${only}'`);
+    } else throw new Error(`BENCH_ONLY must be submit, sync, memory, batches, drain, drain0 or drain-big; got '${only}'`);
     return;
   }
 
