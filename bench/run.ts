@@ -6,7 +6,7 @@
  * on failure and on Ctrl-C. Sections: 1. async submission, 2. sync overhead (c=1) and sync edits per
  * second (c=8), 3. memory under large uploads, 4. batch submission and fan-out (50,000 lines at zero and
  * 2 s upstream latency), 5. draining a 2,000-job backlog with one worker against a bare BullMQ worker
- * (0 and 2 s), and its memory with 16 MB inputs. `BENCH_ONLY=submit|sync|memory|batches|drain` runs one section alone, without writing the report.
+ * (0 and 2 s), and its memory with 16 MB inputs. `BENCH_ONLY=submit|sync|memory|batches|drain|drain0|drain-big` runs one section alone, without writing the report.
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdtempSync, openAsBlob, rmSync, writeFileSync } from 'node:fs';
@@ -867,7 +867,7 @@ async function main(): Promise<void> {
   const image = await makePng(1024, 1024, { hole });
   const mask = await makeMask(1024, 1024, hole);
 
-  // BENCH_ONLY=submit|sync|memory|batches runs one section and writes no report (for working on it)
+  // BENCH_ONLY=submit|sync|memory|batches|drain|drain0|drain-big runs one section and writes no report (for working on it)
   const only = process.env.BENCH_ONLY;
   if (only) {
     if (only === 'submit') await scoped(() => benchSubmit(fake, image, mask, baselineDir));
