@@ -54,7 +54,6 @@ export function finishedFrom(rows: { batch_id: string | null; settled: boolean |
 }
 
 export function finishedJobFrom(rows: { batch_id: string | null; settled: boolean | null; has_webhook_targets: boolean }[]): FinishedJob | null {
-  const r = rows[0];
-  return r ? { batchId: r.batch_id, batchSettled: r.settled === true, hasWebhookTargets: r.has_webhook_targets === true } : null;
+  const finished = finishedFrom(rows);
+  return finished ? { ...finished, hasWebhookTargets: rows[0]!.has_webhook_targets === true } : null;
 }
-

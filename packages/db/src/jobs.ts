@@ -2,6 +2,7 @@ import { type EditParams, type JobError, type JobInputs, type JobStatus, type Jo
 import { type Db, sendRaw } from './client';
 import { Prisma } from './generated/prisma/client';
 import { bumpBatch, type Finished, type FinishedJob, finishedFrom, finishedJobFrom } from './batch-counts';
+import { hasWebhookTargets } from './webhooks';
 
 /** A job row with its JSON columns typed. */
 export interface JobRecord {
@@ -228,21 +229,14 @@ function fromRawRowWithUsage(r: RawJobWithUsage): JobRecord {
  * queued (or in_progress, after a crash or a retry) → in_progress, counting the attempt. Null when
  * the job may not run, or is no longer on `targetIndex` (a stale queue entry after a fallback).
  */
-/**
- * Whether a moved `jobs` row has anywhere to send its events (its own webhook, or, not being a batch
- * child, a live endpoint of its key), the same test as emitJobEvent's query. Answered inside the
- * statement that moves the job, so that the many jobs with none cost no extra query per event.
- */
-const hasWebhookTargets = Prisma.sql`(jobs.webhook_url IS NOT NULL OR (jobs.batch_id IS NULL AND EXISTS (
-  SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = jobs.api_key_id AND e.deleted_at IS NULL AND e.disabled_at IS NULL)))`;
-
 export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<(JobRecord & { hasWebhookTargets: boolean }) | null> {
   // one statement, one round trip (this is on every job's critical path); a job past its deadline
   // never starts: the deadline sweep expires it. started_at is stamped by the first attempt only.
   // A batch child of a batch being cancelled (or past its window) never starts either (one already
   // running goes on): the batch's stop step cancels it.
   const now = new Date();
-  // past Prisma (sendRaw), as every job starts here; the columns read as Prisma would read them
+  // past Prisma (sendRaw), as every job starts here; the columns read as Prisma would read them.
+  // Whether it has webhook targets comes with it, so a job with none costs no query per event.
   const rows = await sendRaw<RawJobRow & { has_webhook_targets: boolean }>(
     db,
     Prisma.sql`
@@ -251,12 +245,12 @@ export async function markStarted(db: Db, id: string, targetIndex = 0): Promise<
       AND (deadline_at IS NULL OR deadline_at > ${now})
       AND (batch_id IS NULL OR status = 'in_progress'
            OR NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = jobs.batch_id AND (b.status = 'cancelling' OR b.expired_at IS NOT NULL)))
-    RETURNING ${rawJobColumns('jobs')}, ${hasWebhookTargets} AS has_webhook_targets`,
+    RETURNING ${rawJobColumns('jobs')}, ${hasWebhookTargets('jobs')} AS has_webhook_targets`,
   );
   return rows[0] ? { ...fromRawRow(rows[0]), hasWebhookTargets: rows[0].has_webhook_targets === true } : null;
 }
 
-/** A `jobs` row as raw SQL returns it (snake_case columns). */
+/** A `jobs` row as raw SQL returns it (snake_case columns); a column added here goes in RAW_JOB_PLAIN or RAW_JOB_TIMESTAMPS too. */
 interface RawJobRow {
   id: string;
   api_key_id: string;
@@ -356,7 +350,7 @@ export async function markSucceeded(db: Db, id: string, input: SuccessInput): Pr
     WITH moved AS (
       UPDATE jobs SET status = 'succeeded', outputs = ${JSON.stringify(input.outputs)}::jsonb, completed_at = ${now}, updated_at = ${now}
       WHERE id = ${id} AND status::text = ANY(${movableFrom('succeeded')}::text[])
-      RETURNING id, batch_id, ${hasWebhookTargets} AS has_webhook_targets
+      RETURNING id, batch_id, ${hasWebhookTargets('jobs')} AS has_webhook_targets
     ), billed AS (
       INSERT INTO usage (id, job_id, api_key_id, model, provider, images, input_tokens, output_tokens, details, size, quality, cost_usd, created_at, source)
       SELECT ${newId('usage')}, moved.id, ${job.apiKeyId}, ${job.model}, ${job.provider}, ${u.images}, ${u.inputTokens ?? null}::int, ${u.outputTokens ?? null}::int,
@@ -390,7 +384,7 @@ export async function markFailed(db: Db, id: string, error: JobError): Promise<F
     WITH moved AS (
       UPDATE jobs SET status = 'failed', error = ${JSON.stringify(error)}::jsonb, completed_at = ${now}, updated_at = ${now}
       WHERE id = ${id} AND status::text = ANY(${movableFrom('failed')}::text[])
-      RETURNING id, batch_id, ${hasWebhookTargets} AS has_webhook_targets
+      RETURNING id, batch_id, ${hasWebhookTargets('jobs')} AS has_webhook_targets
     ), ${bumpBatch('failed', now)}
     SELECT moved.batch_id, moved.has_webhook_targets, (SELECT settled FROM bumped) AS settled FROM moved`;
   return finishedJobFrom(rows);

@@ -1,6 +1,19 @@
 import { type BatchWebhookEvent, newId, newWebhookSecret, type WebhookEvent, wantsEvent } from '@image-edits/core';
 import type { Db } from './client';
-import type { WebhookAttempt, WebhookDelivery, WebhookEndpoint } from './generated/prisma/client';
+import { Prisma, type WebhookAttempt, type WebhookDelivery, type WebhookEndpoint } from './generated/prisma/client';
+
+/** An endpoint (`webhook_endpoints e`) that is sent events: neither deleted nor disabled. One rule for every query that looks for one. */
+export const LIVE_ENDPOINT = Prisma.sql`e.deleted_at IS NULL AND e.disabled_at IS NULL`;
+
+/**
+ * Whether the `jobs` row under `alias` has anywhere to send its events: its own webhook, or, not
+ * being a batch child, a live endpoint of its key (what emitJobEvent looks for).
+ */
+export const hasWebhookTargets = (alias: string) => {
+  const j = Prisma.raw(alias);
+  return Prisma.sql`(${j}.webhook_url IS NOT NULL OR (${j}.batch_id IS NULL AND EXISTS (
+    SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = ${j}.api_key_id AND ${LIVE_ENDPOINT})))`;
+};
 
 /** Webhook endpoints, deliveries and their attempts, and the key's default secret. */
 export type WebhookEndpointRecord = WebhookEndpoint;
@@ -166,7 +179,7 @@ export async function emitJobEvent(deps: EmitDeps, jobId: string, type: WebhookE
     UNION ALL
     SELECT e.api_key_id, e.id AS endpoint_id, e.url, e.events
       FROM webhook_endpoints e JOIN jobs j ON j.api_key_id = e.api_key_id
-      WHERE j.id = ${jobId} AND j.batch_id IS NULL AND e.deleted_at IS NULL AND e.disabled_at IS NULL`;
+      WHERE j.id = ${jobId} AND j.batch_id IS NULL AND ${LIVE_ENDPOINT}`;
   const wanted = candidates.filter((c) => wantsEvent(c.events ?? [], type));
   if (wanted.length === 0) return;
   const apiKeyId = wanted[0]!.api_key_id;
@@ -199,7 +212,7 @@ export async function emitBatchEvent(deps: EmitDeps, batchId: string, type: Batc
   const candidates = await db.$queryRaw<Array<{ api_key_id: string; endpoint_id: string; url: string; events: string[] | null }>>`
     SELECT e.api_key_id, e.id AS endpoint_id, e.url, e.events
       FROM webhook_endpoints e JOIN batches b ON b.api_key_id = e.api_key_id
-      WHERE b.id = ${batchId} AND e.deleted_at IS NULL AND e.disabled_at IS NULL`;
+      WHERE b.id = ${batchId} AND ${LIVE_ENDPOINT}`;
   const wanted = candidates.filter((c) => wantsEvent(c.events ?? [], type));
   if (wanted.length === 0) return;
   await db.webhookDelivery.createMany({
@@ -220,7 +233,7 @@ export async function findUnannouncedFinalBatches(db: Db, olderThanSeconds: numb
     WHERE b.status IN ('completed', 'failed', 'cancelled', 'expired')
       AND b.updated_at >= (now() AT TIME ZONE 'UTC') - make_interval(secs => ${newerThanSeconds})
       AND b.updated_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => ${olderThanSeconds})
-      AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = b.api_key_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL)
+      AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = b.api_key_id AND ${LIVE_ENDPOINT})
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.batch_id = b.id AND d.event_type = 'batch.' || b.status::text)
     ORDER BY b.updated_at
     LIMIT ${limit}`;
@@ -238,8 +251,7 @@ export async function findUnannouncedFinalJobs(db: Db, olderThanSeconds: number,
     WHERE j.status IN ('succeeded', 'failed', 'canceled', 'expired')
       AND j.completed_at >= (now() AT TIME ZONE 'UTC') - make_interval(secs => ${newerThanSeconds})
       AND j.completed_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => ${olderThanSeconds})
-      AND (j.webhook_url IS NOT NULL
-           OR (j.batch_id IS NULL AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.api_key_id = j.api_key_id AND e.disabled_at IS NULL AND e.deleted_at IS NULL)))
+      AND ${hasWebhookTargets('j')}
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = j.id AND d.event_type = 'job.' || j.status::text)
     ORDER BY j.completed_at
     LIMIT ${limit}`;
