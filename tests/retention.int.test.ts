@@ -67,6 +67,12 @@ const del = async (id: string, key = svc.apiKey) => {
   return { status: res.status, body: (await res.json()) as Json };
 };
 
+/** Nothing of these jobs left in the bucket, and each says result_expired: the sweep deletes the objects first, then stamps the rows. */
+async function resultsGone(ids: string[]): Promise<boolean> {
+  for (const id of ids) if ((await keys(`jobs/${id}/`)).length > 0 || (await get(`${svc.url}/v1/jobs/${id}`, svc.apiKey)).body.result_expired !== true) return false;
+  return true;
+}
+
 describe('retention of a finished job', () => {
   it('deletes its inputs, then its outputs; the job then says result_expired and keeps status, usage and metadata', async () => {
     const ids: string[] = [];
@@ -101,10 +107,7 @@ describe('retention of a finished job', () => {
     }
 
     // then the outputs: the bucket holds nothing of these jobs
-    await until('outputs deleted', async () => {
-      for (const id of ids) if ((await keys(`jobs/${id}/`)).length > 0) return false;
-      return true;
-    });
+    await until('outputs deleted and their rows stamped', () => resultsGone(ids));
     for (const [i, id] of ids.entries()) {
       const { status, body } = await get(`${svc.url}/v1/jobs/${id}`, svc.apiKey);
       expect(status).toBe(200);
@@ -163,10 +166,7 @@ describe('retention of a finished job', () => {
 
     // the output file deleted: the children's outputs follow
     expect((await fetch(`${svc.url}/v1/files/${batch.output_file_id}`, { method: 'DELETE', headers: auth() })).status).toBe(200);
-    await until('children outputs deleted', async () => {
-      for (const c of children) if ((await keys(`jobs/${c.id}/`)).length > 0) return false;
-      return true;
-    });
+    await until('children outputs deleted and their rows stamped', () => resultsGone(children.map((c) => c.id)));
     for (const c of children) expect((await get(`${svc.url}/v1/jobs/${c.id}`, svc.apiKey)).body).toMatchObject({ status: 'succeeded', result: null, result_expired: true });
   });
 });
