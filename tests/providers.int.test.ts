@@ -263,6 +263,46 @@ describe('providers through the pipeline', () => {
   });
 });
 
+describe('the synchronous answer in base64', () => {
+  const syncEdit = async () => {
+    const res = await fetch(`${svc.url}/v1/images/edits`, { method: 'POST', headers: { authorization: `Bearer ${svc.apiKey}` }, body: editForm({ prompt: 'a red balloon', model: 'openai/gpt-image-1' }, [['image', png, 'in.png'], ['mask', mask, 'mask.png']]) });
+    return { status: res.status, type: res.headers.get('content-type'), length: Number(res.headers.get('content-length')), jobId: res.headers.get('x-job-id')!, text: await res.text() };
+  };
+  const stored = async (jobId: string) => ((await get(`${svc.url}/v1/jobs/${jobId}`, svc.apiKey)).body.result.data[0].b64_json as string);
+
+  it("relays the provider's own base64 text, in a body JSON clients parse, the same image as the job keeps", async () => {
+    let sent = '';
+    const revised = 'a "red" balloon \\ \u2603 b64-00000000-0000-0000-0000-000000000000:0';
+    openai.respondWith(async (ctx) => {
+      const body = await ctx.defaultBody({ responseFormat: 'b64_json' });
+      sent = (body.data as { b64_json: string }[])[0]!.b64_json;
+      return { body: { ...body, data: [{ b64_json: sent, revised_prompt: revised }] } };
+    });
+    const res = await syncEdit();
+    expect(res.status).toBe(200);
+    expect(res.type).toBe('application/json; charset=utf-8');
+    expect(res.length).toBe(Buffer.byteLength(res.text));
+    const body = JSON.parse(res.text);
+    expect(body.data).toEqual([{ b64_json: sent, revised_prompt: revised }]);
+    expect(body).toMatchObject({ output_format: 'png', size: '1024x1024' });
+    expect(await stored(res.jobId)).toBe(sent);
+  });
+
+  it('answers canonical base64 when the provider wrapped its lines', async () => {
+    let sent = '';
+    openai.respondWith(async (ctx) => {
+      const body = await ctx.defaultBody({ responseFormat: 'b64_json' });
+      sent = (body.data as { b64_json: string }[])[0]!.b64_json;
+      return { body: { ...body, data: [{ b64_json: sent.replace(/.{76}/g, '$&\r\n') }] } };
+    });
+    const res = await syncEdit();
+    expect(res.status).toBe(200);
+    const answered = JSON.parse(res.text).data[0].b64_json as string;
+    expect(answered).toBe(sent);
+    expect(await stored(res.jobId)).toBe(sent);
+  });
+});
+
 describe('validation from the registry', () => {
   it('refuses a parameter the model cannot honour before anything is stored', async () => {
     const before = await svc.db.job.count();

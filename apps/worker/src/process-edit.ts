@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dependencyOf, editCost, isDependencyError, type JobError, type ProviderSettings, tokenUsage } from '@image-edits/core';
 import { type Db, getJob, markStarted, markSucceeded, moveToNextTarget, recordAttemptError, recordProviderRequest, type WebhookEnqueuer } from '@image-edits/db';
-import { type EditProvider, type InputImage, type PartialImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
+import { type EditProvider, type InputImage, type OutputImage, type PartialImage, type ProviderEditRequest, ProviderError } from '@image-edits/providers';
 import { backoffDelay, type BatchQueue, type EditJobContext, type EditQueue, type JobEventHub, INLINE_OUTPUT_TTL_S, inlineInputKey, inlineOutputKey, permanent, ProviderThrottled, publishJobEvent, publishPartialImage, RetryLater } from '@image-edits/queue';
 import { CONTENT_TYPES, extensionFor, type ObjectStore, outputKey, outputPrefix } from '@image-edits/storage';
 import type { Redis } from 'ioredis';
@@ -204,9 +204,12 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
       outcome = 'canceled';
       return;
     }
+    const keys = result.images.map((img, i) => outputKey(jobId, i, extensionFor(img.format)));
+    // a client waiting on the line for base64 gets the bytes we hold, not an S3 read; handed over while they are stored
+    const handingBack = ctx.payload.inline && (p.response_format === 'b64_json' || p.stream) ? handBack(deps, keys, result.images, log) : undefined;
     const outputs = await Promise.all(
       result.images.map(async (img, i) => {
-        const key = outputKey(jobId, i, extensionFor(img.format));
+        const key = keys[i]!;
         // the size from the header alone (a pure read of a few bytes: sharp's pipeline cost more per job than any other step of ours)
         const { width, height } = imageSize(img.data);
         await keepTrying(deps, log, 'storing an output', () => deps.store.put(key, img.data, { contentType: CONTENT_TYPES[img.format] ?? 'application/octet-stream', contentLength: img.data.length }));
@@ -225,11 +228,14 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     outcome = won ? 'succeeded' : 'superseded';
     if (won) {
       deps.metrics.jobsFinished.inc({ status: 'succeeded', ...labels, code: '' });
-      // a client waiting on the line for base64 gets the bytes we hold, not an S3 read (before it is woken)
-      if (ctx.payload.inline && (p.response_format === 'b64_json' || p.stream)) await handBack(deps, outputs, result.images, log);
+      await handingBack; // before the waiter is woken
       await announceEnd(deps, jobId, 'succeeded', won.hasWebhookTargets);
       await onJobFinished(deps, won);
-    } else if ((await keepTrying(deps, log, 'reading the job', () => getJob(deps.db, jobId)))?.status === 'canceled') {
+    } else if (handingBack) {
+      // nobody will read what was handed back
+      void handingBack.then(() => deps.redis.del(...keys.map((key) => inlineOutputKey(deps.prefix, key)))).catch(() => undefined);
+    }
+    if (!won && (await keepTrying(deps, log, 'reading the job', () => getJob(deps.db, jobId)))?.status === 'canceled') {
       // canceled between the provider's answer and the commit: nothing of it may stay
       await keepTrying(deps, log, 'deleting a canceled job\'s outputs', () => deps.store.deletePrefix(outputPrefix(jobId)));
     }
@@ -286,11 +292,16 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
   }
 }
 
-/** Best effort: a waiter that finds nothing in Redis reads S3. */
-async function handBack(deps: WorkerDeps, outputs: { key: string }[], images: { data: Buffer }[], log: Logger): Promise<void> {
-  const tx = deps.redis.multi();
-  for (const [i, out] of outputs.entries()) tx.set(inlineOutputKey(deps.prefix, out.key), images[i]!.data, 'EX', INLINE_OUTPUT_TTL_S);
-  await tx.exec().catch((err: unknown) => log.warn({ err }, 'outputs not handed back through Redis; the answer reads S3'));
+/**
+ * Best effort: a waiter that finds nothing in Redis reads S3. In base64, as the answer sends it: the
+ * provider's own text when it sent canonical base64, so nobody encodes the image again. One SET per
+ * image rather than a MULTI: nothing needs them atomic, and ioredis builds every defined script into
+ * each MULTI it makes.
+ */
+async function handBack(deps: WorkerDeps, keys: string[], images: OutputImage[], log: Logger): Promise<void> {
+  await Promise.all(keys.map((key, i) => deps.redis.set(inlineOutputKey(deps.prefix, key), images[i]!.base64 ?? images[i]!.data.toString('base64'), 'EX', INLINE_OUTPUT_TTL_S))).catch((err: unknown) =>
+    log.warn({ err }, 'outputs not handed back through Redis; the answer reads S3'),
+  );
 }
 
 /** A partial image is news, not state: one that cannot be relayed is dropped (the completed image follows). */

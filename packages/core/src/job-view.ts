@@ -70,6 +70,20 @@ export function tokenUsage(u: ReportedTokens | undefined): TokenUsage | undefine
 export interface MediaSource {
   presignGet(key: string, expiresInSeconds: number): Promise<string>;
   getBuffer(key: string): Promise<Buffer>;
+  /** an object already in base64, when the source has it so (then b64_json is not encoded again) */
+  getBase64?(key: string): Promise<Base64Text>;
+}
+
+/**
+ * Base64 text of an image as bytes (ASCII), kept out of JavaScript strings: a JSON writer can put it
+ * into a body as is (see the API's sendJson), where a 2 MB string would be encoded, escaped and
+ * copied three times. Anywhere else JSON.stringify sees its text.
+ */
+export class Base64Text {
+  constructor(readonly bytes: Buffer) {}
+  toJSON(): string {
+    return this.bytes.toString('latin1');
+  }
 }
 
 export interface ViewOptions {
@@ -79,7 +93,7 @@ export interface ViewOptions {
   queuePosition?: number | null;
 }
 
-type ImageDatum = { url: string; revised_prompt?: string } | { b64_json: string; revised_prompt?: string };
+type ImageDatum = { url: string; revised_prompt?: string } | { b64_json: string | Base64Text; revised_prompt?: string };
 
 /**
  * OpenAI's image response `{created, data, ...}` for a succeeded job. URLs are presigned afresh on
@@ -91,7 +105,8 @@ export async function editResponse(job: JobView, store: MediaSource, ttlSeconds:
   const data: ImageDatum[] = await Promise.all(
     outputs.map(async (o) => {
       const revised = o.revisedPrompt ? { revised_prompt: o.revisedPrompt } : {};
-      return inline ? { b64_json: (await store.getBuffer(o.key)).toString('base64'), ...revised } : { url: await store.presignGet(o.key, ttlSeconds), ...revised };
+      if (!inline) return { url: await store.presignGet(o.key, ttlSeconds), ...revised };
+      return { b64_json: store.getBase64 ? await store.getBase64(o.key) : (await store.getBuffer(o.key)).toString('base64'), ...revised };
     }),
   );
   const created = Math.floor((job.completedAt ?? job.createdAt).getTime() / 1000);

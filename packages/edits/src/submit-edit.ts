@@ -35,7 +35,7 @@ export interface EditDeps {
   routes: Map<string, ModelRoute>;
   logger: { warn(obj: object, msg: string): void };
   /** a synchronous edit's inputs are handed to the worker through it too (besides S3) */
-  redis?: Pick<Redis, 'multi' | 'status'>;
+  redis?: Pick<Redis, 'set' | 'status'>;
 }
 
 export interface SubmitEditInput {
@@ -81,9 +81,9 @@ const HAND_OVER_WAIT_MS = 250;
 async function handOver(deps: EditDeps, inputs: InlineInput[]): Promise<void> {
   const total = inputs.reduce((n, i) => n + i.bytes.length, 0);
   if (deps.redis?.status !== 'ready' || inputs.length === 0 || total > INLINE_INPUT_MAX_BYTES) return;
-  const tx = deps.redis.multi();
-  for (const i of inputs) tx.set(inlineInputKey(deps.config.env.QUEUE_PREFIX, i.key), i.bytes, 'EX', INLINE_INPUT_TTL_S);
-  const sent = tx.exec().then(
+  // one SET each, not a MULTI: nothing needs them atomic, and ioredis builds every defined script into each MULTI
+  const redis = deps.redis;
+  const sent = Promise.all(inputs.map((i) => redis.set(inlineInputKey(deps.config.env.QUEUE_PREFIX, i.key), i.bytes, 'EX', INLINE_INPUT_TTL_S))).then(
     () => undefined,
     (err: unknown) => deps.logger.warn({ err }, 'inputs not handed over through Redis; the worker reads S3'),
   );

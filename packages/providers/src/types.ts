@@ -42,6 +42,8 @@ export interface ProviderEditRequest {
 
 export interface OutputImage {
   data: Buffer;
+  /** `data` as the provider sent it, when that was canonical base64 (see canonicalBase64): handed to a waiting client as is */
+  base64?: string;
   format: ImageFormat;
   /** the provider's own revised prompt, when it gives one */
   revisedPrompt?: string;

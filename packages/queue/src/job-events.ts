@@ -39,12 +39,13 @@ export async function publishPartialImage(redis: Redis, prefix: string, jobId: s
 }
 
 /**
- * Where the bytes of one S3 object of a synchronous job are handed over through Redis, read once
- * (GETDEL), beside the durable copy in S3: its inputs from the API to the worker, its outputs back
- * (see the payload's `inline`). Whoever finds nothing reads S3.
+ * Where one S3 object of a synchronous job is handed over through Redis, read once (GETDEL), beside
+ * the durable copy in S3 (see the payload's `inline`): its inputs' bytes from the API to the worker,
+ * its outputs back as base64 text, which is what the answer sends. Whoever finds nothing reads S3.
+ * (The two forms have their own keys: a process of another version finds nothing, never the other form.)
  */
-export const inlineOutputKey = (prefix: string, objectKey: string) => `${prefix}:inline:${objectKey}`;
-export const inlineInputKey = inlineOutputKey;
+export const inlineInputKey = (prefix: string, objectKey: string) => `${prefix}:inline:${objectKey}`;
+export const inlineOutputKey = (prefix: string, objectKey: string) => `${prefix}:inline:b64:${objectKey}`;
 /** long enough for a waiter that was woken to read it; what nobody read expires */
 export const INLINE_OUTPUT_TTL_S = 30;
 /** inputs wait in line: long enough for a queue that is moving, short enough to bound what Redis holds */

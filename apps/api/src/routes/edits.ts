@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import express, { type Request, type Response, Router } from 'express';
-import { isDependencyError, isFinal, type JobStatus, type MediaSource, newId, notFound, RESULT_EXPIRED_ERROR, resultExpired, ServiceError } from '@image-edits/core';
+import { Base64Text, isDependencyError, isFinal, type JobStatus, type MediaSource, newId, notFound, RESULT_EXPIRED_ERROR, resultExpired, ServiceError } from '@image-edits/core';
 import { editHeaders, parseInput, type Prefer } from '@image-edits/core';
 import { getJob, getJobForKey, type JobRecord } from '@image-edits/db';
 import type { ApiDeps } from '../deps';
@@ -16,6 +16,7 @@ import { type EarlyListener, listenForEnd, waitForJob } from '../use-cases/wait-
 import { type RetryNotes, retryNotes } from '../retry-attach';
 import { inlineOutputKey } from '@image-edits/queue';
 import { openEventStream } from '../sse';
+import { sendJson } from '../send-json';
 import { followJob } from '../use-cases/follow-job';
 
 /**
@@ -213,7 +214,7 @@ async function respondWithJob(deps: ApiDeps, req: Request, res: Response, job: J
   if (done.status === 'succeeded') {
     // a replay or retry of a job whose images are gone (retention, DELETE): said so, never a 500
     if (resultExpired(done)) res.status(410).json({ error: RESULT_EXPIRED_ERROR });
-    else res.json(await editResponse(done, handedBack(deps), ttl));
+    else sendJson(res, await editResponse(done, handedBack(deps), ttl));
     return;
   }
   const status = done.error?.status ?? (done.status === 'canceled' ? 409 : done.status === 'expired' ? 408 : 500);
@@ -275,7 +276,8 @@ async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise
     sse.send('error', { type: 'error', error: RESULT_EXPIRED_ERROR });
   } else if (final.status === 'succeeded') {
     const body = await editResponse({ ...final, params: { ...final.params, response_format: 'b64_json' } }, handedBack(deps), deps.config.env.SIGNED_URL_TTL_SECONDS);
-    const data = body.data as { b64_json: string }[];
+    // Base64Text: JSON.stringify (the event's) writes its text
+    const data = body.data as { b64_json: unknown }[];
     for (const [i, out] of (final.outputs ?? []).entries()) {
       sse.send('image_edit.completed', {
         type: 'image_edit.completed',
@@ -296,16 +298,18 @@ async function streamEdit(deps: ApiDeps, res: Response, job: JobRecord): Promise
 }
 
 /**
- * The outputs as the worker handed them back for this answer (Redis, read once), else from S3: a
- * synchronous or streamed answer in base64 then costs no S3 read (see the payload's `inline`).
+ * The outputs as the worker handed them back for this answer, in base64 (Redis, read once), else
+ * from S3: a synchronous or streamed answer in base64 then costs no S3 read and no encoding (see the
+ * payload's `inline`).
  */
 function handedBack(deps: ApiDeps): MediaSource {
   const prefix = deps.config.env.QUEUE_PREFIX;
   return {
     presignGet: (key, ttl) => deps.store.presignGet(key, ttl),
-    async getBuffer(key) {
-      const bytes = await deps.redis.getdelBuffer(inlineOutputKey(prefix, key)).catch(() => null);
-      return bytes ?? deps.store.getBuffer(key);
+    getBuffer: (key) => deps.store.getBuffer(key),
+    async getBase64(key) {
+      const text = await deps.redis.getdelBuffer(inlineOutputKey(prefix, key)).catch(() => null);
+      return new Base64Text(text ?? Buffer.from((await deps.store.getBuffer(key)).toString('base64'), 'latin1'));
     },
   };
 }

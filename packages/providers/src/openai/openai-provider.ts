@@ -9,7 +9,7 @@ import OpenAI, {
 import type { ImageEditParamsNonStreaming, ImageEditStreamEvent, ImagesResponse } from 'openai/resources/images';
 import type { EditProvider, ImageFormat, InputImage, OutputImage, PartialImage, ProviderEditRequest, ProviderEditResult, ProviderUsage } from '../types';
 import { ProviderError } from '../types';
-import { sniffFormat } from '../shared/images';
+import { canonicalBase64, sniffFormat } from '../shared/images';
 import { CONTENT_POLICY_CODES, retryAfterMs } from '../shared/http-errors';
 
 /**
@@ -152,7 +152,8 @@ async function toResult(ctx: EditContext, response: ImagesResponse, signal: Abor
     else throw invalidResponse(ctx, 'upstream image has neither b64_json nor url');
     const format = declared ?? sniffFormat(bytes);
     if (!format) throw invalidResponse(ctx, 'upstream returned an image in an unknown format');
-    images.push({ data: bytes, format, ...(item.revised_prompt ? { revisedPrompt: item.revised_prompt } : {}) });
+    const base64 = item.b64_json ? canonicalBase64(item.b64_json, bytes) : undefined;
+    images.push({ data: bytes, format, ...(base64 ? { base64 } : {}), ...(item.revised_prompt ? { revisedPrompt: item.revised_prompt } : {}) });
   }
   const usage = toUsage(response.usage);
   return usage ? { images, usage } : { images };
@@ -171,7 +172,8 @@ async function fromStream(ctx: EditContext, stream: AsyncIterable<ImageEditStrea
     }
     if (event.type !== 'image_edit.completed') continue;
     if (!format || bytes.length === 0) throw invalidResponse(ctx, 'upstream streamed a completed image in an unknown format');
-    images.push({ data: bytes, format });
+    const base64 = canonicalBase64(event.b64_json ?? '', bytes);
+    images.push({ data: bytes, format, ...(base64 ? { base64 } : {}) });
     usage = toUsage(event.usage) ?? usage;
   }
   if (images.length === 0) throw invalidResponse(ctx, 'the upstream stream ended without a completed image');
