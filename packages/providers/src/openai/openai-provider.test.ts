@@ -164,7 +164,8 @@ describe('OpenAI provider', () => {
     const jpeg = await makeOpaque(16, 16, 'jpeg');
     fake.respondWith({ body: { created: 1, data: [{ b64_json: jpeg.toString('base64'), revised_prompt: 'a better prompt' }] } });
     const result = await provider().edit({ model: 'dall-e-2', prompt: 'x', images: [input(png256, 'png', 'a.png')], n: 1 });
-    expect(result.images[0]).toEqual({ data: jpeg, format: 'jpeg', revisedPrompt: 'a better prompt' });
+    // the provider's base64 kept beside the bytes: a waiting client gets that text as it came
+    expect(result.images[0]).toEqual({ data: jpeg, format: 'jpeg', revisedPrompt: 'a better prompt', base64: jpeg.toString('base64') });
   });
 });
 
