@@ -496,8 +496,9 @@ First sequential (1 in flight) requests with the same multipart body (model \`da
   delay: it parses the form and answers with a cached 1024×1024 PNG as \`b64_json\`).
 - (b) service: POST to the API without \`Prefer\`, so it waits for the job. API and one worker each in their own
   process (\`apps/api/src/main.ts\`, \`apps/worker/src/main.ts\`), \`OPENAI_BASE_URL\` pointing at the same fake.
-  The path: upload → checks → S3 → row → BullMQ → worker picks it up → reads inputs from S3 → calls the fake →
-  decodes and stores the output → marks the row → Redis pub/sub → API reads the row and the output from S3 → answers.
+  The path: upload → checks → S3 (inputs also handed to the worker through Redis) → row → BullMQ → worker picks it up →
+  takes the inputs from Redis → calls the fake → decodes and stores the output in S3 while it hands it back in base64
+  through Redis → marks the row → Redis pub/sub → API reads the row and takes the base64 from Redis → answers.
 
 Overhead = (b) − (a), per percentile.
 

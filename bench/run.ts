@@ -208,8 +208,8 @@ async function syncPhases(testEnv: TestEnv, answered: { startedAt: number; ended
       'API intake: upload, auth, checks, 2 S3 puts, row insert',
       'enqueue → worker starts the job (BullMQ pick-up, row update)',
       'worker: inputs handed over (Redis), upstream request built, sent, parsed by the fake',
-      'upstream answers; output decoded, stored in S3, row marked done',
-      'API notified (pub/sub), row read, output handed back (Redis), base64, response sent',
+      'upstream answers; output decoded, stored in S3 and handed back in base64 (Redis), row marked done',
+      'API notified (pub/sub), row read, base64 taken from Redis, response sent',
     ];
     return names.map((name, k) => ({ name, ...summarize(cols[k]!) }));
   } finally {
