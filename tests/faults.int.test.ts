@@ -6,6 +6,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { createApiKey, createDb, type Db } from '@image-edits/db';
+import { createRedis } from '@image-edits/queue';
 import { createObjectStore } from '@image-edits/storage';
 import { createTestEnv, type FakeOpenAI, type FaultProxy, makeMask, makePng, startFakeOpenAI, startFaultProxy, type TestEnv } from '@image-edits/testing';
 import OpenAI, { toFile } from 'openai';
@@ -262,6 +263,58 @@ describe('our own infrastructure failing', () => {
     s.children[1]!.kill('SIGKILL');
     await expectExactlyOnce(s, accepted, { upstreamCalls: 'at-least-once' });
   }, 180_000);
+});
+
+describe('a synchronous answer across an outage', () => {
+  it('S3 down past the tolerance after the upstream answered: what the first try handed back is withdrawn, and the answer is the image the job keeps', async () => {
+    stack = await startStack({ workers: 1, latencyMs: 0, env: { DEPENDENCY_OUTAGE_TOLERANCE_MS: '1000', DEPENDENCY_RETRY_MAX_MS: '500' } });
+    const s = stack;
+    // what happens to each output handed back through Redis, from Redis's own keyspace events (past the proxy)
+    const direct = createRedis(s.testEnv.env.REDIS_URL!);
+    const listener = createRedis(s.testEnv.env.REDIS_URL!);
+    const previous = ((await direct.config('GET', 'notify-keyspace-events')) as string[])[1] ?? '';
+    await direct.config('SET', 'notify-keyspace-events', 'Kg$x');
+    const channel = `__keyspace@0__:${s.testEnv.prefix}:inline:b64:`;
+    const events: string[] = [];
+    await listener.psubscribe(`${channel}*`);
+    listener.on('pmessage', (_p, _ch, event) => events.push(event));
+    try {
+      const { image, mask } = await editInputs();
+      const release = s.fake.hold();
+      const answer = fetch(`${s.url}/v1/images/edits`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${s.key}` },
+        body: editForm({ prompt: 'a hat', model: 'gpt-image-1', size: '1024x1024' }, [['image', image, 'in.png'], ['mask', mask, 'mask.png']]),
+        signal: AbortSignal.timeout(60_000),
+      });
+      await s.fake.waitForRequests(1);
+      // the answer reaches the worker while S3 refuses: it hands the image back, cannot store it, and gives up past the tolerance
+      s.s3.set('refuse');
+      release();
+      await until('the first try to hand back and withdraw its image', () => events.filter((e) => e === 'del').length >= 1, 30_000);
+      s.s3.set('up');
+      const res = await answer;
+      expect(res.status).toBe(200);
+      const jobId = res.headers.get('x-job-id')!;
+      const b64 = ((await res.json()) as { data: { b64_json: string }[] }).data[0]!.b64_json;
+      const row = await s.db.job.findUniqueOrThrow({ where: { id: jobId } });
+      expect(row.status).toBe('succeeded');
+      const store = createObjectStore({ endpoint: s.testEnv.s3.endpoint, region: 'us-east-1', bucket: 'test-bucket', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true });
+      try {
+        expect(Buffer.from(b64, 'base64').equals(await store.getBuffer((row.outputs as { key: string }[])[0]!.key))).toBe(true);
+      } finally {
+        store.destroy();
+      }
+      await sleep(100);
+      // the first try's image: written, then deleted when that try gave up; the committed try's: written, then read once by the answer
+      expect(events).toEqual(['set', 'expire', 'del', 'set', 'expire', 'del']);
+      expect(s.fake.requests.length).toBe(2);
+    } finally {
+      listener.disconnect();
+      await direct.config('SET', 'notify-keyspace-events', previous);
+      direct.disconnect();
+    }
+  }, 120_000);
 });
 
 describe('clients, as they come', () => {

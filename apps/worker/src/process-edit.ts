@@ -149,6 +149,14 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     .then((e) => {
       if (e) canceled.abort();
     });
+  // outputs handed back for a waiting client (see handBack), withdrawn unless this attempt commits them:
+  // a later attempt's answer must never meet this one's images
+  let handingBack: Promise<void> | undefined;
+  let handedBack: string[] = [];
+  let committed = false;
+  const withdrawHandback = () => {
+    if (handingBack && !committed) void handingBack.then(() => deps.redis.del(...handedBack.map((key) => inlineOutputKey(deps.prefix, key)))).catch(() => undefined);
+  };
   try {
     // inputs are re-read from S3 on every attempt: a retry always re-sends the full upload
     // a synchronous job's first start finds its inputs handed over through Redis (read once); else S3
@@ -206,7 +214,10 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     }
     const keys = result.images.map((img, i) => outputKey(jobId, i, extensionFor(img.format)));
     // a client waiting on the line for base64 gets the bytes we hold, not an S3 read; handed over while they are stored
-    const handingBack = ctx.payload.inline && (p.response_format === 'b64_json' || p.stream) ? handBack(deps, keys, result.images, log) : undefined;
+    if (ctx.payload.inline && (p.response_format === 'b64_json' || p.stream)) {
+      handedBack = keys;
+      handingBack = handBack(deps, keys, result.images, log);
+    }
     const outputs = await Promise.all(
       result.images.map(async (img, i) => {
         const key = keys[i]!;
@@ -227,19 +238,20 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     log.info({ provider: target.provider, model: job.model, images: outputs.length, costUsd, ms: Date.now() - started, recorded: !!won }, 'edit finished');
     outcome = won ? 'succeeded' : 'superseded';
     if (won) {
+      committed = true;
       deps.metrics.jobsFinished.inc({ status: 'succeeded', ...labels, code: '' });
       await handingBack; // before the waiter is woken
       await announceEnd(deps, jobId, 'succeeded', won.hasWebhookTargets);
       await onJobFinished(deps, won);
-    } else if (handingBack) {
-      // nobody will read what was handed back
-      void handingBack.then(() => deps.redis.del(...keys.map((key) => inlineOutputKey(deps.prefix, key)))).catch(() => undefined);
+    } else {
+      withdrawHandback();
     }
     if (!won && (await keepTrying(deps, log, 'reading the job', () => getJob(deps.db, jobId)))?.status === 'canceled') {
       // canceled between the provider's answer and the commit: nothing of it may stay
       await keepTrying(deps, log, 'deleting a canceled job\'s outputs', () => deps.store.deletePrefix(outputPrefix(jobId)));
     }
   } catch (err) {
+    withdrawHandback();
     // our own outage: nothing of the provider's budget is spent on it (processEdit waits it out)
     if (isOurOutage(err)) {
       outcome = 'dependency_wait';
