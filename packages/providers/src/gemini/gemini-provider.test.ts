@@ -230,10 +230,13 @@ describe('Gemini provider: outputs', () => {
     const webp = await edit({ outputFormat: 'webp', size: '1536x1024' });
     const meta = await sharp(webp.images[0]!.data).metadata();
     expect([webp.images[0]!.format, meta.format, meta.width, meta.height]).toEqual(['webp', 'webp', 1536, 1024]);
-    // nothing to change: the upstream bytes as they came
-    fake.respondWith({ body: { candidates: [{ content: { parts: [{ inlineData: { mimeType: 'image/jpeg', data: (await makeOpaque(32, 32, 'jpeg')).toString('base64') } }] }, finishReason: 'STOP' }] } });
+    // re-encoded: Gemini's base64 is not theirs, so none is kept beside them
+    expect([jpeg.images[0]!.base64, webp.images[0]!.base64]).toEqual([undefined, undefined]);
+    // nothing to change: the upstream bytes as they came, and its base64 kept for a waiting client
+    const sent = (await makeOpaque(32, 32, 'jpeg')).toString('base64');
+    fake.respondWith({ body: { candidates: [{ content: { parts: [{ inlineData: { mimeType: 'image/jpeg', data: sent } }] }, finishReason: 'STOP' }] } });
     const asIs = await edit({});
-    expect(asIs.images[0]).toEqual({ data: await makeOpaque(32, 32, 'jpeg'), format: 'jpeg' });
+    expect(asIs.images[0]).toEqual({ data: await makeOpaque(32, 32, 'jpeg'), format: 'jpeg', base64: sent });
     expect(asIs.usage).toBeUndefined();
   });
 

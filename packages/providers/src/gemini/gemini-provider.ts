@@ -2,6 +2,7 @@ import { ApiError, type GenerateContentConfig, type GenerateContentResponse, Goo
 import sharp from 'sharp';
 import { connectionError, errorFromStatus, redact } from '../shared/http-errors';
 import { whiteEditMask } from '../shared/masks';
+import { canonicalBase64 } from '../shared/images';
 import type { EditProvider, ImageFormat, InputImage, OutputImage, ProviderEditRequest, ProviderEditResult, ProviderUsage } from '../types';
 import { ProviderError } from '../types';
 
@@ -267,7 +268,7 @@ function addUsage(total: ProviderUsage, response: GenerateContentResponse): void
  * (`thought: true`), which are skipped. No image: a blocked prompt or a refusal is a permanent
  * content-policy failure; anything else (text only, NO_IMAGE, OTHER) may well succeed next time.
  */
-function firstImage(response: GenerateContentResponse): { data: Buffer; mimeType: string | undefined } {
+function firstImage(response: GenerateContentResponse): { data: Buffer; mimeType: string | undefined; base64: string } {
   const feedback = response.promptFeedback;
   if (feedback?.blockReason) {
     const detail = feedback.blockReasonMessage ? `: ${feedback.blockReasonMessage}` : '';
@@ -276,7 +277,7 @@ function firstImage(response: GenerateContentResponse): { data: Buffer; mimeType
   const candidate = response.candidates?.[0];
   const parts = candidate?.content?.parts ?? [];
   const image = parts.find((p) => !p.thought && p.inlineData?.data);
-  if (image?.inlineData?.data) return { data: Buffer.from(image.inlineData.data, 'base64'), mimeType: image.inlineData.mimeType };
+  if (image?.inlineData?.data) return { data: Buffer.from(image.inlineData.data, 'base64'), mimeType: image.inlineData.mimeType, base64: image.inlineData.data };
 
   const reason = candidate?.finishReason;
   const said = parts
@@ -302,7 +303,7 @@ function asImageFormat(mimeType: string | undefined, sharpFormat: string | undef
  * ratio is close, and cropping could cut the edited region off), and re-encodes when the client
  * asked for another output format or a compression. Untouched bytes are returned otherwise.
  */
-async function finish(image: { data: Buffer; mimeType: string | undefined }, target: { width: number; height: number } | undefined, r: ProviderEditRequest): Promise<OutputImage> {
+async function finish(image: { data: Buffer; mimeType: string | undefined; base64?: string }, target: { width: number; height: number } | undefined, r: ProviderEditRequest): Promise<OutputImage> {
   let meta: sharp.Metadata;
   try {
     meta = await sharp(image.data).metadata();
@@ -315,7 +316,11 @@ async function finish(image: { data: Buffer; mimeType: string | undefined }, tar
   const returned = asImageFormat(undefined, meta.format) ?? asImageFormat(image.mimeType, undefined);
   const format = r.outputFormat ?? returned ?? 'png';
   const resize = target !== undefined && (meta.width !== target.width || meta.height !== target.height);
-  if (!resize && format === returned && r.outputCompression === undefined) return { data: image.data, format };
+  if (!resize && format === returned && r.outputCompression === undefined) {
+    // Gemini's own base64 goes to a waiting client as it came, when it is canonical
+    const base64 = image.base64 !== undefined ? canonicalBase64(image.base64, image.data) : undefined;
+    return { data: image.data, format, ...(base64 ? { base64 } : {}) };
+  }
 
   let pipeline = sharp(image.data);
   if (resize) pipeline = pipeline.resize(target.width, target.height, { fit: 'fill' });
