@@ -151,11 +151,12 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     });
   // outputs handed back for a waiting client (see handBack), withdrawn unless this attempt commits them:
   // a later attempt's answer must never meet this one's images
-  let handingBack: Promise<void> | undefined;
-  let handedBack: string[] = [];
+  let handback: { keys: string[]; sent: Promise<void> } | undefined;
   let committed = false;
   const withdrawHandback = () => {
-    if (handingBack && !committed) void handingBack.then(() => deps.redis.del(...handedBack.map((key) => inlineOutputKey(deps.prefix, key)))).catch(() => undefined);
+    if (!handback || committed) return;
+    const { keys, sent } = handback;
+    void sent.then(() => deps.redis.del(...keys.map((key) => inlineOutputKey(deps.prefix, key)))).catch(() => undefined);
   };
   try {
     // inputs are re-read from S3 on every attempt: a retry always re-sends the full upload
@@ -214,10 +215,7 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     }
     const keys = result.images.map((img, i) => outputKey(jobId, i, extensionFor(img.format)));
     // a client waiting on the line for base64 gets the bytes we hold, not an S3 read; handed over while they are stored
-    if (ctx.payload.inline && (p.response_format === 'b64_json' || p.stream)) {
-      handedBack = keys;
-      handingBack = handBack(deps, keys, result.images, log);
-    }
+    if (ctx.payload.inline && (p.response_format === 'b64_json' || p.stream)) handback = { keys, sent: handBack(deps, keys, result.images, log) };
     const outputs = await Promise.all(
       result.images.map(async (img, i) => {
         const key = keys[i]!;
@@ -240,7 +238,7 @@ async function attemptEdit(deps: WorkerDeps, ctx: EditJobContext): Promise<void>
     if (won) {
       committed = true;
       deps.metrics.jobsFinished.inc({ status: 'succeeded', ...labels, code: '' });
-      await handingBack; // before the waiter is woken
+      await handback?.sent; // before the waiter is woken
       await announceEnd(deps, jobId, 'succeeded', won.hasWebhookTargets);
       await onJobFinished(deps, won);
     } else {

@@ -20,11 +20,13 @@ export function createDb(databaseUrl: string, opts: { poolSize?: number } = {}):
 }
 
 /**
- * A statement whose answer needs no conversion (no rows, or plain text, numbers and booleans) sent
- * on the client's own pool without Prisma: on the two hottest paths (a submission's INSERT, a job's
- * success) Prisma's query handling cost more CPU than the round trip. Dates go as ISO strings, in
- * UTC as Prisma writes them (pg would send local time, which a timestamp column keeps as is).
- * Inside a transaction, or on a client from elsewhere, use Prisma's $queryRaw instead.
+ * A statement sent on the client's own pool without Prisma: on the hottest paths (a submission's
+ * INSERT, a job's start and success, the job reads of every sync answer and poll) Prisma's query
+ * handling cost more CPU than the round trip. Dates go as ISO strings, in UTC as Prisma writes them
+ * (pg would send local time, which a timestamp column keeps as is); pg reads text, numbers, booleans
+ * and jsonb as Prisma would, but a timestamp column must be selected `AT TIME ZONE 'UTC'` (see
+ * rawJobColumns in jobs.ts) and a numeric as text. Inside a transaction, or on a client from
+ * elsewhere, use Prisma's $queryRaw instead.
  */
 export async function sendRaw<T extends pg.QueryResultRow>(db: Db, query: Prisma.Sql): Promise<T[]> {
   const pool = pools.get(db);
